@@ -1,0 +1,2 @@
+//! slotgate-bench entry point.
+fn main() {}

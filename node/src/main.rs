@@ -1,0 +1,2 @@
+//! slotgate-node entry point.
+fn main() {}
