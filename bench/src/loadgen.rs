@@ -880,3 +880,74 @@ impl Worker {
         self.next_todo.push(i);
     }
 }
+
+/// Writes `key:<i>` = a `value_size`-byte value for every `i` in `0..keys` (standalone target),
+/// over `conns` pipelined connections; fails unless every SET answered `+OK`.
+pub async fn fill(
+    addr: &str,
+    keys: u64,
+    value_size: usize,
+    conns: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let conns = conns.clamp(1, 64) as u64;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let value = Arc::new(make_value(value_size, 1));
+    let mut handles = Vec::new();
+    for c in 0..conns {
+        let (addr, value) = (addr.to_string(), value.clone());
+        handles.push(tokio::spawn(async move {
+            tokio::time::timeout_at(deadline, fill_stride(&addr, c, conns, keys, &value))
+                .await
+                .map_err(|_| anyhow!("filling {addr} did not finish within {timeout:?}"))?
+        }));
+    }
+    for h in handles {
+        h.await.map_err(|e| anyhow!("fill task failed: {e}"))??;
+    }
+    Ok(())
+}
+
+/// Fills keys `first, first + step, ...` below `keys`, 256 SETs per write.
+async fn fill_stride(addr: &str, first: u64, step: u64, keys: u64, value: &[u8]) -> Result<()> {
+    const BATCH: u64 = 256;
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| anyhow!("connecting to {addr}: {e}"))?;
+    stream.set_nodelay(true)?;
+    let mut wbuf = BytesMut::with_capacity(64 * 1024);
+    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    let mut next = first;
+    while next < keys {
+        wbuf.clear();
+        let mut sent = 0u64;
+        while sent < BATCH && next < keys {
+            let key = crate::keys::format_key(b"key:", next, None);
+            write_command(&mut wbuf, &[&b"SET"[..], key.as_bytes(), value]);
+            next += step;
+            sent += 1;
+        }
+        stream.write_all(&wbuf).await?;
+        let mut got = 0u64;
+        while got < sent {
+            match frame_len(&rbuf)? {
+                Some(len) => {
+                    if !rbuf[..len].starts_with(b"+OK") {
+                        bail!(
+                            "SET during fill of {addr} answered {}",
+                            String::from_utf8_lossy(&rbuf[..len]).trim()
+                        );
+                    }
+                    rbuf.advance(len);
+                    got += 1;
+                }
+                None => {
+                    if stream.read_buf(&mut rbuf).await? == 0 {
+                        bail!("{addr} closed the connection during fill");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
