@@ -92,7 +92,7 @@ pub struct CompareArgs {
     /// Keyspace size (preloaded before the runs).
     #[arg(short = 'r', long, default_value_t = 100_000)]
     pub keyspace: u64,
-    /// Requests per run at -P 1; deeper pipelines run min(P, 5) times as many
+    /// Requests per run at -P 1; deeper pipelines run min(P, 10) times as many
     /// [default: 200000, --quick: 50000].
     #[arg(short = 'n', long)]
     pub requests: Option<u64>,
@@ -157,7 +157,7 @@ impl Plan {
 
     /// Requests of one run at pipeline depth `p`.
     fn requests_at(&self, p: usize) -> u64 {
-        self.requests * p.clamp(1, 5) as u64
+        self.requests * p.clamp(1, 10) as u64
     }
 }
 

@@ -161,7 +161,7 @@ impl Report {
         let pipes: Vec<String> = a.pipelines.iter().map(|p| p.to_string()).collect();
         let _ = writeln!(
             o,
-            "- Load: -c {} -d {} -r {} (keyspace preloaded), -n {} at -P 1 and min(P,5)×that at \
+            "- Load: -c {} -d {} -r {} (keyspace preloaded), -n {} at -P 1 and min(P,10)×that at \
              deeper pipelines (-P {}); {} round(s), medians shown; wall time {:.0} s",
             a.clients,
             a.data_size,
