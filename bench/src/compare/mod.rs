@@ -1,0 +1,555 @@
+//! The side-by-side runner (`slotgate-bench compare`): starts every target on loopback,
+//! runs the same workloads against each in interleaved rounds (A B A B ...) with both
+//! redis-benchmark and slotgate-bench, loads a memory dataset, and writes a Markdown report.
+
+pub mod procfs;
+pub mod redis_benchmark;
+pub mod report;
+pub mod target;
+
+use crate::loadgen::{self, LoadConfig};
+use crate::workload::Workload;
+use anyhow::{anyhow, bail, Context, Result};
+use procfs::Machine;
+use redis_benchmark::RbRun;
+use report::{MemorySample, Report, Sample};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use target::{ServerTarget, Target};
+
+/// Label of the reference target every ratio is computed against.
+pub const BASELINE: &str = "redis-server";
+
+/// Longest single measurement run.
+const RUN_CAP: Duration = Duration::from_secs(120);
+
+/// Kinds of target `--targets` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetKind {
+    /// `slotgate-node`, standalone.
+    Node,
+    /// `redis-server`, standalone.
+    Redis,
+}
+
+/// Load tools `--tools` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Tool {
+    /// redis-benchmark (its own client; `--csv` results).
+    RedisBenchmark,
+    /// This crate's generator, in process.
+    SlotgateBench,
+}
+
+impl Tool {
+    /// Name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::RedisBenchmark => "redis-benchmark",
+            Tool::SlotgateBench => "slotgate-bench",
+        }
+    }
+}
+
+/// Options of `compare`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// slotgate-node binary [default: slotgate-node beside this executable].
+    #[arg(long)]
+    pub node_bin: Option<PathBuf>,
+    /// Extra argument for slotgate-node (repeatable).
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    pub node_args: Vec<String>,
+    /// redis-server binary.
+    #[arg(long, default_value = "redis-server")]
+    pub redis_bin: PathBuf,
+    /// redis-benchmark binary.
+    #[arg(long, default_value = "redis-benchmark")]
+    pub redis_benchmark: PathBuf,
+    /// Targets, in interleaving order.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["node", "redis"])]
+    pub targets: Vec<TargetKind>,
+    /// Load tools.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["redis-benchmark", "slotgate-bench"])]
+    pub tools: Vec<Tool>,
+    /// Workloads (redis-benchmark runs only set, get, incr, lpush, lpop, hset, mset).
+    #[arg(short = 't', long, value_enum, value_delimiter = ',', default_values = ["set", "get"])]
+    pub tests: Vec<Workload>,
+    /// Pipeline depths.
+    #[arg(short = 'P', long, value_delimiter = ',', default_values_t = [1usize, 16])]
+    pub pipelines: Vec<usize>,
+    /// Rounds per (target, tool, workload, pipeline) [default: 3, --quick: 1].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Client connections.
+    #[arg(short = 'c', long, default_value_t = 50)]
+    pub clients: usize,
+    /// Value size in bytes.
+    #[arg(short = 'd', long, default_value_t = 64)]
+    pub data_size: usize,
+    /// Keyspace size (preloaded before the runs).
+    #[arg(short = 'r', long, default_value_t = 100_000)]
+    pub keyspace: u64,
+    /// Requests per run at -P 1; deeper pipelines run min(P, 10) times as many
+    /// [default: 200000, --quick: 50000].
+    #[arg(short = 'n', long)]
+    pub requests: Option<u64>,
+    /// Keys of the memory workload, 0 to skip [default: 1000000, --quick: 200000].
+    #[arg(long)]
+    pub memory_keys: Option<u64>,
+    /// Time budget for the whole comparison in seconds [default: 600, --quick: 90].
+    #[arg(long)]
+    pub max_time: Option<f64>,
+    /// About a minute: one round, fewer requests and keys.
+    #[arg(long)]
+    pub quick: bool,
+    /// Directory for `<YYYY-MM-DD>.md` [default: bench/results of this crate].
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Print the report without writing it.
+    #[arg(long)]
+    pub no_write: bool,
+}
+
+/// The resolved plan of a comparison.
+struct Plan {
+    args: CompareArgs,
+    rounds: usize,
+    requests: u64,
+    memory_keys: u64,
+    max_time: Duration,
+}
+
+impl Plan {
+    fn new(args: CompareArgs) -> Result<Plan> {
+        let q = args.quick;
+        let rounds = args.rounds.unwrap_or(if q { 1 } else { 3 });
+        let requests = args.requests.unwrap_or(if q { 50_000 } else { 200_000 });
+        let memory_keys = args
+            .memory_keys
+            .unwrap_or(if q { 200_000 } else { 1_000_000 });
+        let secs = args.max_time.unwrap_or(if q { 90.0 } else { 600.0 });
+        if !(secs.is_finite() && secs > 0.0 && secs < 1e6) {
+            bail!("--max-time must be a positive number of seconds");
+        }
+        if rounds == 0 || rounds > 100 {
+            bail!("--rounds must be within 1..=100");
+        }
+        if args.targets.is_empty() || args.tools.is_empty() || args.tests.is_empty() {
+            bail!("need at least one target, tool and test");
+        }
+        if args.pipelines.iter().any(|&p| p == 0 || p > 10_000) || args.pipelines.is_empty() {
+            bail!("pipeline depths must be within 1..=10000");
+        }
+        if args.clients == 0 || requests == 0 {
+            bail!("-c and -n must be at least 1");
+        }
+        Ok(Plan {
+            args,
+            rounds,
+            requests,
+            memory_keys,
+            max_time: Duration::from_secs_f64(secs),
+        })
+    }
+
+    /// Requests of one run at pipeline depth `p`.
+    fn requests_at(&self, p: usize) -> u64 {
+        self.requests * p.clamp(1, 10) as u64
+    }
+}
+
+/// Whether redis-benchmark has a test for `w`.
+fn redis_benchmark_test(w: Workload) -> Option<&'static str> {
+    match w {
+        Workload::Set => Some("set"),
+        Workload::Get => Some("get"),
+        Workload::Incr => Some("incr"),
+        Workload::Lpush => Some("lpush"),
+        Workload::Lpop => Some("lpop"),
+        Workload::Hset => Some("hset"),
+        Workload::Mset => Some("mset"),
+        Workload::Mixed | Workload::Mget | Workload::Del => None,
+    }
+}
+
+fn default_node_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the current executable")?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("executable has no parent directory"))?;
+    // Integration-test and `cargo run` binaries may live in target/<profile>/deps.
+    let candidates = [dir.join("slotgate-node"), dir.join("../slotgate-node")];
+    Ok(candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| candidates[0].clone()))
+}
+
+fn build_targets(args: &CompareArgs, log_dir: &std::path::Path) -> Result<Vec<Box<dyn Target>>> {
+    let mut out: Vec<Box<dyn Target>> = Vec::new();
+    for kind in &args.targets {
+        match kind {
+            TargetKind::Node => {
+                let bin = match &args.node_bin {
+                    Some(b) => b.clone(),
+                    None => default_node_bin()?,
+                };
+                if bin.components().count() > 1 && !bin.is_file() {
+                    bail!(
+                        "slotgate-node not found at {} (build it with `cargo build --release -p \
+                         slotgate-node` or pass --node-bin)",
+                        bin.display()
+                    );
+                }
+                out.push(Box::new(ServerTarget::new(
+                    "slotgate-node",
+                    bin,
+                    args.node_args.clone(),
+                    log_dir.to_path_buf(),
+                )));
+            }
+            TargetKind::Redis => out.push(Box::new(ServerTarget::new(
+                BASELINE,
+                args.redis_bin.clone(),
+                Vec::new(),
+                log_dir.to_path_buf(),
+            ))),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the comparison and writes the report.
+pub fn main(args: CompareArgs) -> Result<()> {
+    let command_line = report::shell_join(std::env::args());
+    let plan = Plan::new(args)?;
+    let started = Instant::now();
+    let deadline = started + plan.max_time;
+    let machine = Machine::detect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(machine.cores.max(1))
+        .enable_all()
+        .build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        rt.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: stopping every started process");
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    let log_dir = std::env::temp_dir().join(format!("slotgate-bench-{}", std::process::id()));
+    // Targets are declared before anything can fail so that dropping them kills their processes.
+    let mut targets = build_targets(&plan.args, &log_dir)?;
+    let mut rep = Report::new(
+        machine,
+        command_line,
+        &plan.args,
+        plan.rounds,
+        plan.requests,
+    );
+
+    for t in targets.iter_mut() {
+        eprintln!("starting {}", t.name());
+        t.start()?;
+        rep.target_names.push(t.name().to_string());
+        rep.target_descriptions.push(t.describe());
+        let addr = t
+            .addr()
+            .ok_or_else(|| anyhow!("{} has no address", t.name()))?;
+        eprintln!("  {} ready at {addr} (pids {:?})", t.name(), t.pids());
+        if !t.is_cluster() {
+            eprintln!("  preloading {} keys", plan.args.keyspace);
+            rt.block_on(loadgen::fill(
+                &addr,
+                plan.args.keyspace,
+                plan.args.data_size,
+                8,
+                Duration::from_secs(120),
+            ))
+            .with_context(|| format!("preloading {}", t.name()))?;
+        }
+    }
+
+    run_throughput(&plan, &rt, &stop, deadline, &mut targets, &mut rep)?;
+    for t in targets.iter() {
+        let hwm = procfs::sum_over(&t.pids(), |p| procfs::status_bytes(p, "VmHWM")).ok();
+        rep.peak_rss.push((t.name().to_string(), hwm));
+    }
+    if plan.memory_keys > 0 {
+        run_memory(&plan, &rt, &stop, deadline, &mut targets, &mut rep)?;
+    }
+    for t in targets.iter_mut() {
+        t.stop();
+    }
+    rep.elapsed = started.elapsed();
+    // Server logs are only worth keeping when something failed.
+    if rep.notes.is_empty() {
+        let _ = std::fs::remove_dir_all(&log_dir);
+    } else {
+        rep.notes
+            .push(format!("server logs kept in {}", log_dir.display()));
+    }
+    let text = rep.render();
+    println!("{text}");
+    if !plan.args.no_write {
+        let path = rep.write(plan.args.out_dir.clone())?;
+        eprintln!("results written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn check_stop(stop: &AtomicBool) -> Result<()> {
+    if stop.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Interleaved rounds of every (tool, workload, pipeline) over all targets.
+fn run_throughput(
+    plan: &Plan,
+    rt: &tokio::runtime::Runtime,
+    stop: &Arc<AtomicBool>,
+    deadline: Instant,
+    targets: &mut [Box<dyn Target>],
+    rep: &mut Report,
+) -> Result<()> {
+    let a = &plan.args;
+    for round in 0..plan.rounds {
+        for &tool in &a.tools {
+            for &w in &a.tests {
+                if tool == Tool::RedisBenchmark && redis_benchmark_test(w).is_none() {
+                    continue;
+                }
+                for &p in &a.pipelines {
+                    for (ti, t) in targets.iter().enumerate() {
+                        check_stop(stop)?;
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left < Duration::from_secs(2) {
+                            rep.notes.push(format!(
+                                "time budget ({:?}) exhausted in round {}: later runs skipped",
+                                plan.max_time,
+                                round + 1
+                            ));
+                            return Ok(());
+                        }
+                        let timeout = left.min(RUN_CAP);
+                        eprintln!(
+                            "round {}/{}: {} {} -P {p} against {}",
+                            round + 1,
+                            plan.rounds,
+                            tool.name(),
+                            w.name(),
+                            t.name()
+                        );
+                        match measure(plan, rt, stop, t.as_ref(), tool, w, p, timeout) {
+                            Ok(mut s) => {
+                                s.target = ti;
+                                s.round = round;
+                                eprintln!(
+                                    "  {:.0} req/s, cpu {:.2} s/Mreq, {} errors",
+                                    s.rps,
+                                    s.cpu_per_mreq.unwrap_or(f64::NAN),
+                                    s.errors
+                                );
+                                rep.samples.push(s);
+                            }
+                            Err(e) => {
+                                eprintln!("  failed: {e:#}");
+                                rep.notes.push(format!(
+                                    "{} {} -P {p} against {} (round {}) failed: {e:#}",
+                                    tool.name(),
+                                    w.name(),
+                                    t.name(),
+                                    round + 1
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One measured run: server CPU before/after, the load, and the results.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    plan: &Plan,
+    rt: &tokio::runtime::Runtime,
+    stop: &Arc<AtomicBool>,
+    t: &dyn Target,
+    tool: Tool,
+    w: Workload,
+    p: usize,
+    timeout: Duration,
+) -> Result<Sample> {
+    let a = &plan.args;
+    let addr = t
+        .addr()
+        .ok_or_else(|| anyhow!("{} is not running", t.name()))?;
+    let pids = t.pids();
+    let cpu0 = procfs::sum_over(&pids, procfs::cpu_ticks)?;
+    let n = plan.requests_at(p);
+    let mut s = Sample {
+        target: 0,
+        round: 0,
+        tool,
+        workload: w,
+        pipeline: p,
+        rps: 0.0,
+        p50_us: None,
+        p99_us: None,
+        cpu_per_mreq: None,
+        errors: 0,
+        error_kinds: String::new(),
+    };
+    let requests = match tool {
+        Tool::RedisBenchmark => {
+            let (host, port) = addr
+                .rsplit_once(':')
+                .ok_or_else(|| anyhow!("bad address {addr}"))?;
+            let port: u16 = port
+                .parse()
+                .with_context(|| format!("bad port in {addr}"))?;
+            let run = RbRun {
+                bin: &a.redis_benchmark,
+                host,
+                port,
+                cluster: t.is_cluster(),
+                test: redis_benchmark_test(w).unwrap_or("set"),
+                clients: a.clients,
+                data_size: a.data_size,
+                keyspace: a.keyspace,
+                requests: n,
+                pipeline: p,
+            };
+            let row = run.run(timeout, stop)?;
+            s.rps = row.rps;
+            s.p50_us = row.p50_ms.map(|v| v * 1000.0);
+            s.p99_us = row.p99_ms.map(|v| v * 1000.0);
+            n
+        }
+        Tool::SlotgateBench => {
+            let cfg = LoadConfig {
+                addr: addr.clone(),
+                cluster: t.is_cluster(),
+                connections: a.clients,
+                pipeline: p,
+                requests: Some(n),
+                duration: None,
+                timeout,
+                keyspace: a.keyspace,
+                value_size: a.data_size,
+                workload: w,
+                verify: true,
+                progress: false,
+                ..LoadConfig::default()
+            };
+            let r = rt.block_on(loadgen::run(cfg, stop.clone()))?;
+            s.rps = r.rps();
+            s.p50_us = Some(r.latency.p50 as f64);
+            s.p99_us = Some(r.latency.p99 as f64);
+            s.errors = r.errors.total();
+            s.error_kinds = r
+                .errors
+                .iter()
+                .map(|(k, e)| format!("{k}×{} ({})", e.count, e.sample))
+                .collect::<Vec<_>>()
+                .join("; ");
+            r.answered
+        }
+    };
+    let cpu1 = procfs::sum_over(&pids, procfs::cpu_ticks)?;
+    if requests > 0 {
+        let cpu_s = cpu1.saturating_sub(cpu0) as f64 / procfs::clock_ticks_per_sec();
+        s.cpu_per_mreq = Some(cpu_s / requests as f64 * 1e6);
+    }
+    Ok(s)
+}
+
+/// Restarts each target, loads `memory_keys` keys and records its RSS.
+fn run_memory(
+    plan: &Plan,
+    rt: &tokio::runtime::Runtime,
+    stop: &Arc<AtomicBool>,
+    deadline: Instant,
+    targets: &mut [Box<dyn Target>],
+    rep: &mut Report,
+) -> Result<()> {
+    let keys = plan.memory_keys;
+    rep.memory_keys = keys;
+    for t in targets.iter_mut() {
+        check_stop(stop)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < Duration::from_secs(5) {
+            rep.notes
+                .push("time budget exhausted: memory workload skipped".to_string());
+            return Ok(());
+        }
+        if t.is_cluster() {
+            rep.notes.push(format!(
+                "memory workload not implemented for cluster target {}",
+                t.name()
+            ));
+            continue;
+        }
+        eprintln!("memory: restarting {} and loading {keys} keys", t.name());
+        t.start()?;
+        let addr = t
+            .addr()
+            .ok_or_else(|| anyhow!("{} is not running", t.name()))?;
+        let pids = t.pids();
+        let rss = |f: &str| procfs::sum_over(&pids, |p| procfs::status_bytes(p, f));
+        let before = rss("VmRSS")?;
+        let res = rt.block_on(loadgen::fill(
+            &addr,
+            keys,
+            plan.args.data_size,
+            8,
+            left.min(RUN_CAP),
+        ));
+        if let Err(e) = res {
+            rep.notes
+                .push(format!("memory load of {} failed: {e:#}", t.name()));
+            continue;
+        }
+        let dbsize = dbsize(&addr);
+        let after = rss("VmRSS")?;
+        let peak = rss("VmHWM").ok();
+        if dbsize != Some(keys) {
+            rep.notes.push(format!(
+                "{}: DBSIZE after loading {keys} keys is {dbsize:?}",
+                t.name()
+            ));
+        }
+        eprintln!(
+            "  DBSIZE {dbsize:?}, RSS {:.1} MiB -> {:.1} MiB",
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0
+        );
+        rep.memory.push(MemorySample {
+            target: t.name().to_string(),
+            dbsize,
+            rss_before: before,
+            rss_after: after,
+            peak,
+        });
+    }
+    Ok(())
+}
+
+/// DBSIZE of a standalone server, `None` when it does not answer an integer.
+fn dbsize(addr: &str) -> Option<u64> {
+    let r = target::blocking_call(addr, &["DBSIZE"], Duration::from_secs(10)).ok()?;
+    let line = std::str::from_utf8(&r).ok()?;
+    line.strip_prefix(':')?.trim().parse().ok()
+}
