@@ -17,7 +17,7 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
 
 /// The cluster hash slot of `key`.
 pub fn key_slot(key: &[u8]) -> u16 {
-    (crc16::State::<crc16::XMODEM>::calculate(hash_tag(key)) & 0x3fff) as u16
+    crc16::State::<crc16::XMODEM>::calculate(hash_tag(key)) & 0x3fff
 }
 
 #[cfg(test)]

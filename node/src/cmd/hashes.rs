@@ -1,0 +1,6 @@
+//! hashes commands.
+
+use super::Handler;
+
+/// Commands of this family.
+pub const COMMANDS: &[(&str, Handler)] = &[];

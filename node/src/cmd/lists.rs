@@ -1,0 +1,6 @@
+//! lists commands.
+
+use super::Handler;
+
+/// Commands of this family.
+pub const COMMANDS: &[(&str, Handler)] = &[];

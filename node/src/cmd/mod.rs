@@ -1,0 +1,348 @@
+//! Command dispatch: from a parsed request to a reply.
+//!
+//! The path is: look the command up in protocol's command table → check arity, auth, MULTI and
+//! pub/sub context → lock the shards of the command's keys (positions from the table) →
+//! run the family handler with a [`Ctx`] → account (stats, slowlog, dirty writes).
+//!
+//! To add a command: implement `fn(&mut Ctx) -> Outcome` in its family file and list it in that
+//! file's `COMMANDS`; key positions, arity and flags come from protocol's table.
+
+pub mod connection;
+pub mod dump;
+pub mod hashes;
+pub mod hll;
+pub mod keys;
+pub mod lists;
+pub mod pubsub;
+pub mod server;
+pub mod sets;
+pub mod strings;
+pub mod transactions;
+pub mod zsets;
+
+use crate::client::{Client, ReplyMode};
+use crate::db::Locked;
+use crate::reply::Reply;
+use crate::server::Server;
+use bytes::Bytes;
+use slotgate_protocol::commands::{self, flags, CommandSpec, KeyPositions};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// A command implementation.
+pub type Handler = fn(&mut Ctx<'_, '_>) -> Outcome;
+
+/// What a handler asks the connection to do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The reply is written.
+    Done,
+    /// Nothing was available: the client was queued on `keys` (via [`Locked::block_on`]);
+    /// wait until woken or until `timeout_ms` (0 = forever) passes, then run the command again.
+    Block {
+        /// Keys the client waits on.
+        keys: Vec<Bytes>,
+        /// Timeout in milliseconds, 0 for none.
+        timeout_ms: u64,
+        /// Reply on timeout.
+        on_timeout: TimeoutReply,
+    },
+    /// Close the connection after flushing the reply (QUIT).
+    Close,
+}
+
+/// The reply a blocking command gives when it times out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutReply {
+    /// Null array (BLPOP, BZPOPMIN, BLMPOP...).
+    NullArray,
+    /// Null bulk (BLMOVE, BRPOPLPUSH).
+    NullBulk,
+}
+
+/// Everything a handler may use.
+pub struct Ctx<'a, 's> {
+    /// Shared server state.
+    pub server: &'s Server,
+    /// This connection's state.
+    pub client: &'a mut Client,
+    /// Reply writer.
+    pub out: &'a mut Reply,
+    /// The locked keyspace view (the command's key shards are already locked).
+    pub ks: &'a mut Locked<'s>,
+    /// The request, command name included.
+    pub args: &'a [Bytes],
+    /// The command's table entry.
+    pub spec: &'static CommandSpec,
+    /// True while running inside EXEC (blocking commands must not block).
+    pub in_exec: bool,
+}
+
+impl Ctx<'_, '_> {
+    /// The argument at `i` (name is 0).
+    pub fn arg(&self, i: usize) -> &[u8] {
+        &self.args[i]
+    }
+
+    /// Parses argument `i` as an integer, replying the Redis error when it is not one.
+    pub fn int_arg(&mut self, i: usize) -> Option<i64> {
+        match slotgate_protocol::resp::parse_i64(&self.args[i]) {
+            Some(n) => Some(n),
+            None => {
+                self.out.not_integer();
+                None
+            }
+        }
+    }
+
+    /// Parses argument `i` as a float, replying the Redis error when it is not one.
+    pub fn float_arg(&mut self, i: usize) -> Option<f64> {
+        match crate::reply::parse_f64(&self.args[i]) {
+            Some(n) => Some(n),
+            None => {
+                self.out.not_float();
+                None
+            }
+        }
+    }
+
+    /// Upper-case comparison of argument `i` with `word`.
+    pub fn arg_is(&self, i: usize, word: &str) -> bool {
+        self.args
+            .get(i)
+            .is_some_and(|a| a.eq_ignore_ascii_case(word.as_bytes()))
+    }
+}
+
+/// The handler registry, built once at start from every family's `COMMANDS`.
+pub struct Registry {
+    map: hashbrown::HashMap<&'static str, Handler>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    /// Collects every family's commands.
+    pub fn new() -> Registry {
+        let mut map = hashbrown::HashMap::new();
+        for family in [
+            connection::COMMANDS,
+            dump::COMMANDS,
+            server::COMMANDS,
+            keys::COMMANDS,
+            strings::COMMANDS,
+            hashes::COMMANDS,
+            lists::COMMANDS,
+            sets::COMMANDS,
+            zsets::COMMANDS,
+            hll::COMMANDS,
+            pubsub::COMMANDS,
+            transactions::COMMANDS,
+        ] {
+            for (name, h) in family {
+                map.insert(*name, *h);
+            }
+        }
+        Registry { map }
+    }
+
+    /// The handler for a top-level command name (lowercase, as in the table).
+    pub fn get(&self, name: &str) -> Option<Handler> {
+        self.map.get(name).copied()
+    }
+
+    /// True when slotgate implements the command (COMMAND lists only those).
+    pub fn implements(&self, spec: &CommandSpec) -> bool {
+        let top = if spec.container.is_empty() {
+            spec.name
+        } else {
+            spec.container
+        };
+        self.map.contains_key(top)
+    }
+}
+
+/// Commands that read or change the whole database: they lock every shard.
+fn db_wide(name: &str) -> bool {
+    matches!(
+        name,
+        "keys" | "scan" | "dbsize" | "randomkey" | "flushdb" | "exec" | "swapdb"
+    )
+}
+
+fn unknown_command(out: &mut Reply, args: &[Bytes]) {
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        trunc(&args[0])
+    );
+    for a in args.iter().skip(1) {
+        msg.push_str(&format!("'{}' ", trunc(a)));
+    }
+    out.error(&msg);
+}
+
+fn trunc(b: &[u8]) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(128)]).into_owned()
+}
+
+/// Outcome of [`dispatch`] plus whether the command was a write (for propagation).
+pub fn dispatch(server: &Server, client: &mut Client, out: &mut Reply, args: &[Bytes]) -> Outcome {
+    let Some(spec) = commands::resolve(args) else {
+        unknown_command(out, args);
+        return Outcome::Done;
+    };
+    let top = commands::lookup(&args[0]).unwrap_or(spec);
+    let Some(handler) = server.registry.get(top.name) else {
+        unknown_command(out, args);
+        return Outcome::Done;
+    };
+    // A container whose subcommand is unknown: the handler answers "unknown subcommand".
+    if !commands::arity_ok(top, args.len()) {
+        reject(
+            client,
+            out,
+            &format!("ERR wrong number of arguments for '{}' command", top.name),
+        );
+        return Outcome::Done;
+    }
+    if spec.container.is_empty() || commands::arity_ok(spec, args.len()) {
+    } else {
+        reject(
+            client,
+            out,
+            &format!("ERR wrong number of arguments for '{}' command", spec.name),
+        );
+        return Outcome::Done;
+    }
+    if !client.authenticated && !spec.has_flag(flags::NO_AUTH) && server.requires_auth() {
+        reject(client, out, "NOAUTH Authentication required.");
+        return Outcome::Done;
+    }
+    if client.multi.is_some()
+        && !matches!(
+            top.name,
+            "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+        )
+    {
+        if spec.has_flag(flags::NO_MULTI) {
+            reject(client, out, "ERR Command not allowed inside a transaction");
+            return Outcome::Done;
+        }
+        let mut kp = KeyPositions::new();
+        if let Err(e) = commands::key_positions(spec, args, &mut kp) {
+            reject(client, out, &e.to_string());
+            return Outcome::Done;
+        }
+        if let Some(q) = client.multi.as_mut() {
+            q.push(args.to_vec());
+            client.handle.multi.store(q.len() as u64, Ordering::Relaxed);
+        }
+        out.simple("QUEUED");
+        return Outcome::Done;
+    }
+    if client.in_pubsub()
+        && !out.resp3
+        && !matches!(
+            top.name,
+            "subscribe"
+                | "psubscribe"
+                | "unsubscribe"
+                | "punsubscribe"
+                | "ssubscribe"
+                | "sunsubscribe"
+                | "ping"
+                | "quit"
+                | "reset"
+        )
+    {
+        out.error(&format!(
+            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+            spec.name
+        ));
+        return Outcome::Done;
+    }
+    run(server, client, out, args, spec, handler, false, None)
+}
+
+fn reject(client: &mut Client, out: &mut Reply, msg: &str) {
+    if client.multi.is_some() {
+        client.multi_error = true;
+    }
+    out.error(msg);
+}
+
+/// Runs one command with its keys locked. `held` is the EXEC view holding every shard.
+#[allow(clippy::too_many_arguments)]
+pub fn run<'a>(
+    server: &'a Server,
+    client: &mut Client,
+    out: &mut Reply,
+    args: &[Bytes],
+    spec: &'static CommandSpec,
+    handler: Handler,
+    in_exec: bool,
+    held: Option<&mut Locked<'a>>,
+) -> Outcome {
+    let started = Instant::now();
+    let errors_before = out.count;
+    let buf_before = out.buf.len();
+    let mut own;
+    let ks: &mut Locked<'a> = match held {
+        Some(h) => {
+            h.set_db(client.db);
+            h
+        }
+        None => {
+            own = Locked::new(&server.ks, client.db, crate::db::now_ms());
+            let mut kp = KeyPositions::new();
+            match commands::key_positions(spec, args, &mut kp) {
+                Ok(()) => {}
+                Err(e) => {
+                    out.error(&e.to_string());
+                    return Outcome::Done;
+                }
+            }
+            if db_wide(spec.name) || db_wide(spec.container) {
+                own.lock_all();
+            } else if !kp.is_empty() {
+                own.lock_keys(kp.iter().map(|&i| &args[i][..]));
+            }
+            &mut own
+        }
+    };
+    let dirty_before = ks.dirty;
+    let mut ctx = Ctx {
+        server,
+        client: &mut *client,
+        out: &mut *out,
+        ks: &mut *ks,
+        args,
+        spec,
+        in_exec,
+    };
+    let outcome = handler(&mut ctx);
+    let dirty = ks.dirty - dirty_before;
+    if dirty > 0 {
+        server.stats.dirty.fetch_add(dirty, Ordering::Relaxed);
+        server.propagate(client.db, args);
+    }
+    let micros = started.elapsed().as_micros() as u64;
+    server.stats.commands.fetch_add(1, Ordering::Relaxed);
+    let failed =
+        out.buf.len() > buf_before && out.buf[buf_before] == b'-' && out.count > errors_before;
+    if failed {
+        server.stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    if !spec.has_flag(flags::SKIP_SLOWLOG) {
+        server.record_command(spec.name, micros, failed, args, &client.handle);
+    }
+    *client.handle.last_cmd.lock() = spec.name;
+    if client.reply_mode == ReplyMode::Skipping || client.reply_mode == ReplyMode::Off {
+        out.buf.truncate(buf_before);
+    }
+    outcome
+}

@@ -1,0 +1,6 @@
+//! pubsub commands.
+
+use super::Handler;
+
+/// Commands of this family.
+pub const COMMANDS: &[(&str, Handler)] = &[];

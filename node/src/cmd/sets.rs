@@ -1,0 +1,6 @@
+//! sets commands.
+
+use super::Handler;
+
+/// Commands of this family.
+pub const COMMANDS: &[(&str, Handler)] = &[];

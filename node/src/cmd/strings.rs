@@ -1,0 +1,6 @@
+//! strings commands.
+
+use super::Handler;
+
+/// Commands of this family.
+pub const COMMANDS: &[(&str, Handler)] = &[];

@@ -1,0 +1,6 @@
+//! zsets commands.
+
+use super::Handler;
+
+/// Commands of this family.
+pub const COMMANDS: &[(&str, Handler)] = &[];

@@ -1,0 +1,293 @@
+//! One client connection: read → parse every complete request in the buffer → dispatch →
+//! write all replies at once. Also delivers pub/sub and MONITOR pushes, waits for blocking
+//! commands, and cleans up (subscriptions, WATCHes, blocked queues) when the client goes.
+
+use crate::client::{Client, ClientHandle, Push, ReplyMode, PUSH_QUEUE};
+use crate::cmd::{self, Outcome, TimeoutReply};
+use crate::db::Locked;
+use crate::reply::Reply;
+use crate::server::Server;
+use bytes::{Bytes, BytesMut};
+use slotgate_protocol::resp::{parse_command, Limits, Parsed};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+const READ_CHUNK: usize = 16 * 1024;
+/// Flush replies early when this much output is pending (bounds memory for big pipelines).
+const FLUSH_AT: usize = 256 * 1024;
+
+/// Why the connection loop ended.
+enum End {
+    Closed,
+}
+
+struct Conn {
+    server: Arc<Server>,
+    client: Client,
+    out: Reply,
+    rbuf: BytesMut,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    rx: mpsc::Receiver<Push>,
+    args: Vec<Bytes>,
+    max_bulk: usize,
+    qbuf_limit: usize,
+}
+
+/// Serves one accepted client until it disconnects or is killed.
+pub async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr) {
+    let id = server.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let laddr = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let (tx, rx) = mpsc::channel(PUSH_QUEUE);
+    let handle = Arc::new(ClientHandle::new(id, peer.to_string(), laddr, tx));
+    server.clients.lock().insert(id, handle.clone());
+    let (rd, wr) = sock.into_split();
+    let (max_bulk, qbuf_limit) = {
+        let c = server.config.read();
+        (
+            c.get_int("proto-max-bulk-len").max(1) as usize,
+            c.get_int("client-query-buffer-limit").max(1024 * 1024) as usize,
+        )
+    };
+    let mut conn = Conn {
+        client: Client::new(handle.clone(), !server.requires_auth()),
+        server: server.clone(),
+        out: Reply::default(),
+        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        rd,
+        wr,
+        rx,
+        args: Vec::with_capacity(8),
+        max_bulk,
+        qbuf_limit,
+    };
+    let _ = conn.run().await;
+    conn.cleanup();
+    server.clients.lock().remove(&id);
+}
+
+impl Conn {
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.buf.is_empty() {
+            self.server
+                .stats
+                .net_out
+                .fetch_add(self.out.buf.len() as u64, Ordering::Relaxed);
+            self.wr.write_all(&self.out.buf).await?;
+            self.out.buf.clear();
+            if self.out.buf.capacity() > 4 * FLUSH_AT {
+                self.out.buf = BytesMut::with_capacity(READ_CHUNK);
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(&mut self) -> std::io::Result<End> {
+        loop {
+            // Run every complete request already buffered, then write all replies at once.
+            loop {
+                if self.client.handle.killed.load(Ordering::Acquire) {
+                    self.flush().await?;
+                    return Ok(End::Closed);
+                }
+                let limits = Limits {
+                    max_bulk_len: self.max_bulk,
+                    unauthenticated: !self.client.authenticated && self.server.requires_auth(),
+                };
+                match parse_command(&mut self.rbuf, &mut self.args, &limits) {
+                    Ok(None) => break,
+                    Ok(Some(Parsed::Empty)) => continue,
+                    Ok(Some(Parsed::Command)) => {
+                        if self.execute().await? {
+                            self.flush().await?;
+                            return Ok(End::Closed);
+                        }
+                        if self.out.buf.len() >= FLUSH_AT {
+                            self.flush().await?;
+                        }
+                    }
+                    Err(e) => {
+                        self.out.error(&format!("ERR {}", e.0));
+                        self.flush().await?;
+                        self.server.log.verbose(&format!(
+                            "Protocol error ({}) from client: id={} addr={}",
+                            e.0, self.client.handle.id, self.client.handle.addr
+                        ));
+                        return Ok(End::Closed);
+                    }
+                }
+            }
+            self.flush().await?;
+            if self.rbuf.len() > self.qbuf_limit {
+                self.server.log.warning(&format!(
+                    "Closing client that reached max query buffer length: id={} addr={}",
+                    self.client.handle.id, self.client.handle.addr
+                ));
+                return Ok(End::Closed);
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            tokio::select! {
+                biased;
+                r = self.rd.read_buf(&mut self.rbuf) => {
+                    let n = r?;
+                    if n == 0 {
+                        return Ok(End::Closed);
+                    }
+                    self.server.stats.net_in.fetch_add(n as u64, Ordering::Relaxed);
+                    let ms = self.client.handle.created.elapsed().as_millis() as u64;
+                    self.client.handle.last_active_ms.store(ms, Ordering::Relaxed);
+                }
+                Some(p) = self.rx.recv() => {
+                    self.write_push(p);
+                    while let Ok(p) = self.rx.try_recv() {
+                        self.write_push(p);
+                    }
+                }
+                _ = self.client.handle.kill_notify.notified() => {
+                    return Ok(End::Closed);
+                }
+            }
+        }
+    }
+
+    fn write_push(&mut self, p: Push) {
+        let out = &mut self.out;
+        match p {
+            Push::Message { channel, data } => {
+                out.push(3);
+                out.bulk(b"message");
+                out.bulk(&channel);
+                out.bulk(&data);
+            }
+            Push::PMessage {
+                pattern,
+                channel,
+                data,
+            } => {
+                out.push(4);
+                out.bulk(b"pmessage");
+                out.bulk(&pattern);
+                out.bulk(&channel);
+                out.bulk(&data);
+            }
+            Push::Monitor(line) => {
+                out.simple(&line);
+            }
+        }
+    }
+
+    /// Runs the request in `self.args`; returns true when the connection must close.
+    async fn execute(&mut self) -> std::io::Result<bool> {
+        let server = self.server.clone();
+        if server.has_monitors() {
+            let name = self.args[0].to_ascii_lowercase();
+            if !matches!(name.as_slice(), b"auth" | b"hello" | b"monitor") {
+                server.feed_monitors(self.client.db, &self.client.handle.addr, &self.args);
+            }
+        }
+        if self.client.reply_mode == ReplyMode::Skip {
+            self.client.reply_mode = ReplyMode::Skipping;
+        }
+        let args = std::mem::take(&mut self.args);
+        let outcome = cmd::dispatch(&server, &mut self.client, &mut self.out, &args);
+        let close = match outcome {
+            Outcome::Done => false,
+            Outcome::Close => true,
+            Outcome::Block {
+                keys,
+                timeout_ms,
+                on_timeout,
+            } => self.block(&args, keys, timeout_ms, on_timeout).await?,
+        };
+        if self.client.reply_mode == ReplyMode::Skipping {
+            self.client.reply_mode = ReplyMode::On;
+        }
+        self.args = args;
+        Ok(close || self.client.quit)
+    }
+
+    /// Waits for a blocking command: retried on each wake-up until served, timed out, or the
+    /// client is gone. Returns true when the connection must close.
+    async fn block(
+        &mut self,
+        args: &[Bytes],
+        mut keys: Vec<Bytes>,
+        timeout_ms: u64,
+        on_timeout: TimeoutReply,
+    ) -> std::io::Result<bool> {
+        let server = self.server.clone();
+        let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
+        self.client.handle.flags.lock().replace_range(.., "b");
+        self.flush().await?;
+        let waiter = self.client.waiter.clone();
+        let mut close = false;
+        loop {
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = waiter.notify.notified() => {
+                    let len_before = self.out.buf.len();
+                    match cmd::dispatch(&server, &mut self.client, &mut self.out, args) {
+                        Outcome::Block { keys: k, .. } => {
+                            self.out.buf.truncate(len_before);
+                            keys = k;
+                            continue;
+                        }
+                        Outcome::Close => { close = true; break; }
+                        Outcome::Done => break,
+                    }
+                }
+                _ = sleep => {
+                    match on_timeout {
+                        TimeoutReply::NullArray => self.out.null_array(),
+                        TimeoutReply::NullBulk => self.out.null(),
+                    }
+                    break;
+                }
+                _ = self.client.handle.kill_notify.notified() => { close = true; break; }
+                r = self.rd.read_buf(&mut self.rbuf) => {
+                    match r {
+                        Ok(0) | Err(_) => { close = true; break; }
+                        Ok(_) => {
+                            if self.rbuf.len() > self.qbuf_limit { close = true; break; }
+                        }
+                    }
+                }
+            }
+        }
+        // Leave every queue this client was in; pass a pending wake-up on to the next waiter.
+        let mut l = Locked::new(&server.ks, self.client.db, crate::db::now_ms());
+        l.lock_keys(keys.iter());
+        for k in &keys {
+            l.unblock(k, &waiter);
+        }
+        drop(l);
+        self.client.handle.flags.lock().replace_range(.., "N");
+        Ok(close)
+    }
+
+    fn cleanup(&mut self) {
+        let server = self.server.clone();
+        let id = self.client.handle.id;
+        for c in std::mem::take(&mut self.client.channels) {
+            server.pubsub.unsubscribe(&c, id);
+        }
+        for p in std::mem::take(&mut self.client.patterns) {
+            server.pubsub.punsubscribe(&p, id);
+        }
+        cmd::transactions::unwatch_all(&server, &mut self.client);
+        if self.client.monitor {
+            server.remove_monitor(id);
+        }
+    }
+}

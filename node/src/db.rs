@@ -1,0 +1,676 @@
+//! The keyspace: databases split into lock-striped shards of per-slot hash maps.
+//!
+//! Every key lives in the map of its hash slot (`key_slot`), so "all keys of slot S",
+//! "count keys in slot S" and "delete slot S" are cheap (cluster mode and migration need them).
+//! The 16384 slot maps of a database are spread over [`SHARDS`] mutex-protected shards
+//! (shard = slot % SHARDS): commands on different shards run in parallel on all cores.
+//!
+//! Commands never lock shards themselves: the dispatcher locks every shard a command's keys
+//! live in (in a fixed order, so no deadlock) and hands the command a [`Locked`] view. All
+//! mutations go through [`Locked`], the one place that counts dirty writes, touches WATCHed keys
+//! and wakes clients blocked on a key.
+
+use crate::value::Value;
+use parking_lot::{Mutex, MutexGuard};
+use slotgate_protocol::slot::{key_slot, SLOT_COUNT};
+use smallvec::SmallVec;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// Number of lock stripes per database.
+pub const SHARDS: usize = 256;
+const MAPS_PER_SHARD: usize = SLOT_COUNT / SHARDS;
+
+/// A stored key (an exact-size owned copy).
+pub type Key = Box<[u8]>;
+/// The map of one hash slot.
+pub type KeyMap = hashbrown::HashMap<Key, Entry>;
+
+/// A value plus its expiry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The value.
+    pub value: Value,
+    /// Absolute expiry in unix milliseconds; 0 means no expiry.
+    pub expire_at: u64,
+}
+
+impl Entry {
+    /// An entry without expiry.
+    pub fn new(value: Value) -> Entry {
+        Entry {
+            value,
+            expire_at: 0,
+        }
+    }
+
+    fn expired(&self, now: u64) -> bool {
+        self.expire_at != 0 && self.expire_at <= now
+    }
+}
+
+/// A client blocked on one or more keys (BLPOP and friends).
+#[derive(Debug, Default)]
+pub struct Waiter {
+    /// Signalled when a key the client waits on may have become ready.
+    pub notify: tokio::sync::Notify,
+}
+
+/// A WATCH flag: set when a watched key is modified.
+pub type WatchFlag = Arc<AtomicBool>;
+
+/// One lock stripe: the slot maps of SLOT_COUNT / SHARDS slots plus bookkeeping.
+#[derive(Default)]
+pub struct Shard {
+    maps: Vec<KeyMap>,
+    /// Number of keys with an expiry in this shard.
+    pub expires: usize,
+    watched: hashbrown::HashMap<Key, Vec<WatchFlag>>,
+    blocked: hashbrown::HashMap<Key, VecDeque<Arc<Waiter>>>,
+}
+
+fn map_index(slot: u16) -> usize {
+    slot as usize / SHARDS
+}
+
+/// The shard a slot belongs to.
+pub fn shard_of_slot(slot: u16) -> usize {
+    slot as usize % SHARDS
+}
+
+impl Shard {
+    fn new() -> Shard {
+        let mut maps = Vec::with_capacity(MAPS_PER_SHARD);
+        maps.resize_with(MAPS_PER_SHARD, KeyMap::default);
+        Shard {
+            maps,
+            ..Default::default()
+        }
+    }
+
+    /// Number of keys in this shard (including not-yet-collected expired ones).
+    pub fn len(&self) -> usize {
+        self.maps.iter().map(|m| m.len()).sum()
+    }
+
+    /// True when the shard holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.maps.iter().all(|m| m.is_empty())
+    }
+
+    /// The slot maps of this shard with their slot numbers.
+    pub fn slot_maps(&self, shard_idx: usize) -> impl Iterator<Item = (u16, &KeyMap)> {
+        self.maps
+            .iter()
+            .enumerate()
+            .map(move |(i, m)| ((i * SHARDS + shard_idx) as u16, m))
+    }
+
+    /// The map of `slot` (which must belong to this shard).
+    pub fn slot_map(&self, slot: u16) -> &KeyMap {
+        &self.maps[map_index(slot)]
+    }
+
+    fn touch(&mut self, key: &[u8]) {
+        if !self.watched.is_empty() {
+            if let Some(flags) = self.watched.get(key) {
+                for f in flags {
+                    f.store(true, Ordering::Release);
+                }
+            }
+        }
+        if !self.blocked.is_empty() {
+            if let Some(q) = self.blocked.get(key) {
+                if let Some(w) = q.front() {
+                    w.notify.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Deletes the expired keys of this shard; returns how many were removed.
+    pub fn purge_expired(&mut self, now: u64) -> usize {
+        if self.expires == 0 {
+            return 0;
+        }
+        let mut removed = Vec::new();
+        for m in &mut self.maps {
+            m.retain(|k, e| {
+                if e.expired(now) {
+                    removed.push(k.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        self.expires -= removed.len().min(self.expires);
+        for k in &removed {
+            self.touch(k);
+        }
+        removed.len()
+    }
+
+    /// Removes every key (FLUSHDB); touches watched keys.
+    pub fn clear(&mut self) -> usize {
+        let n = self.len();
+        if !self.watched.is_empty() {
+            for flags in self.watched.values() {
+                for f in flags {
+                    f.store(true, Ordering::Release);
+                }
+            }
+        }
+        for m in &mut self.maps {
+            *m = KeyMap::default();
+        }
+        self.expires = 0;
+        n
+    }
+}
+
+/// One logical database (SELECT n).
+pub struct Db {
+    shards: Box<[Mutex<Shard>]>,
+}
+
+impl Default for Db {
+    fn default() -> Self {
+        Db::new()
+    }
+}
+
+impl Db {
+    /// An empty database.
+    pub fn new() -> Db {
+        Db {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
+        }
+    }
+
+    /// Locks one shard.
+    pub fn lock_shard(&self, idx: usize) -> MutexGuard<'_, Shard> {
+        self.shards[idx].lock()
+    }
+
+    /// Number of keys (DBSIZE), locking shard by shard.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// True when the database holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| s.lock().is_empty())
+    }
+
+    /// Number of keys with an expiry.
+    pub fn expires(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().expires).sum()
+    }
+}
+
+/// All databases of a server; database 0 is created at once, the others on first use.
+pub struct Keyspace {
+    dbs: Box<[OnceLock<Db>]>,
+}
+
+impl Keyspace {
+    /// A keyspace with `n` databases.
+    pub fn new(n: usize) -> Keyspace {
+        let dbs: Box<[OnceLock<Db>]> = (0..n.max(1)).map(|_| OnceLock::new()).collect();
+        let _ = dbs[0].get_or_init(Db::new);
+        Keyspace { dbs }
+    }
+
+    /// Number of databases.
+    pub fn count(&self) -> usize {
+        self.dbs.len()
+    }
+
+    /// Database `i` (created on first use). Panics never: `i` is checked by SELECT.
+    pub fn db(&self, i: usize) -> &Db {
+        self.dbs[i.min(self.dbs.len() - 1)].get_or_init(Db::new)
+    }
+
+    /// Database `i` only if it was ever used.
+    pub fn existing(&self, i: usize) -> Option<&Db> {
+        self.dbs.get(i).and_then(|d| d.get())
+    }
+}
+
+/// Lock identity: database index and shard index, ordered to avoid deadlocks.
+type LockId = (u16, u16);
+
+/// The shards a command holds, and the keyspace operations it may perform on them.
+pub struct Locked<'a> {
+    ks: &'a Keyspace,
+    db: usize,
+    guards: SmallVec<[(LockId, MutexGuard<'a, Shard>); 2]>,
+    /// Unix milliseconds at lock time (expiry decisions within a command use one clock).
+    pub now: u64,
+    /// Number of keyspace changes made through this view.
+    pub dirty: u64,
+    /// True on replicas: expired keys are hidden but not deleted.
+    pub no_delete_expired: bool,
+}
+
+/// Error: the key's value has another type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrongType;
+
+impl<'a> Locked<'a> {
+    /// A view holding no lock yet, on database `db`.
+    pub fn new(ks: &'a Keyspace, db: usize, now: u64) -> Locked<'a> {
+        Locked {
+            ks,
+            db,
+            guards: SmallVec::new(),
+            now,
+            dirty: 0,
+            no_delete_expired: false,
+        }
+    }
+
+    /// The database this view operates on.
+    pub fn db_index(&self) -> usize {
+        self.db
+    }
+
+    /// Switches the current database (inside MULTI after SELECT); held locks are kept.
+    pub fn set_db(&mut self, db: usize) {
+        self.db = db;
+    }
+
+    /// Locks the shards of `keys` in the current database, in deadlock-free order.
+    pub fn lock_keys<K: AsRef<[u8]>>(&mut self, keys: impl IntoIterator<Item = K>) {
+        let db = self.db as u16;
+        let mut ids: SmallVec<[LockId; 4]> = keys
+            .into_iter()
+            .map(|k| (db, shard_of_slot(key_slot(k.as_ref())) as u16))
+            .collect();
+        self.lock_ids(&mut ids);
+    }
+
+    /// Locks every shard of the current database (db-wide commands, EXEC).
+    pub fn lock_all(&mut self) {
+        let db = self.db as u16;
+        let mut ids: SmallVec<[LockId; 4]> = (0..SHARDS as u16).map(|s| (db, s)).collect();
+        self.lock_ids(&mut ids);
+    }
+
+    /// Locks every shard of every database that exists (FLUSHALL).
+    pub fn lock_everything(&mut self) {
+        let mut ids: SmallVec<[LockId; 4]> = SmallVec::new();
+        for d in 0..self.ks.count() {
+            if self.ks.existing(d).is_some() {
+                ids.extend((0..SHARDS as u16).map(|s| (d as u16, s)));
+            }
+        }
+        self.lock_ids(&mut ids);
+    }
+
+    fn lock_ids(&mut self, ids: &mut SmallVec<[LockId; 4]>) {
+        ids.sort_unstable();
+        ids.dedup();
+        ids.retain(|id| !self.guards.iter().any(|(g, _)| g == id));
+        if ids.is_empty() {
+            return;
+        }
+        // Adding locks after some are held could invert the order; if any new id sorts below
+        // a held one, drop everything and re-acquire the union in order.
+        let max_held = self.guards.iter().map(|(g, _)| *g).max();
+        if let Some(max_held) = max_held {
+            if ids.iter().any(|id| *id < max_held) {
+                let mut all: SmallVec<[LockId; 4]> = self.guards.iter().map(|(g, _)| *g).collect();
+                all.extend(ids.iter().copied());
+                all.sort_unstable();
+                self.guards.clear();
+                for id in all {
+                    let g = self.ks.db(id.0 as usize).lock_shard(id.1 as usize);
+                    self.guards.push((id, g));
+                }
+                return;
+            }
+        }
+        for id in ids.iter() {
+            let g = self.ks.db(id.0 as usize).lock_shard(id.1 as usize);
+            self.guards.push((*id, g));
+        }
+    }
+
+    /// Releases every lock (a blocked client waits without holding any).
+    pub fn unlock(&mut self) {
+        self.guards.clear();
+    }
+
+    fn ensure_locked(&mut self, id: LockId) -> usize {
+        if let Some(pos) = self.guards.iter().position(|(g, _)| *g == id) {
+            return pos;
+        }
+        // The dispatcher locks all keys up front; a command touching an undeclared key
+        // (e.g. SORT ... BY/GET patterns, MOVE) gets its shard locked here.
+        let mut ids: SmallVec<[LockId; 4]> = SmallVec::new();
+        ids.push(id);
+        self.lock_ids(&mut ids);
+        self.guards
+            .iter()
+            .position(|(g, _)| *g == id)
+            .unwrap_or(self.guards.len() - 1)
+    }
+
+    fn shard_for(&mut self, key: &[u8]) -> (&mut Shard, u16) {
+        let slot = key_slot(key);
+        let id = (self.db as u16, shard_of_slot(slot) as u16);
+        let pos = self.ensure_locked(id);
+        (&mut self.guards[pos].1, slot)
+    }
+
+    fn expire_if_needed(&mut self, key: &[u8]) -> bool {
+        let now = self.now;
+        let no_delete = self.no_delete_expired;
+        let (shard, slot) = self.shard_for(key);
+        let m = &mut shard.maps[map_index(slot)];
+        match m.get(key) {
+            Some(e) if e.expired(now) => {
+                if !no_delete {
+                    m.remove(key);
+                    shard.expires = shard.expires.saturating_sub(1);
+                    shard.touch(key);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Reads a key (lazily expiring it).
+    pub fn get(&mut self, key: &[u8]) -> Option<&Entry> {
+        if self.expire_if_needed(key) {
+            return None;
+        }
+        let (shard, slot) = self.shard_for(key);
+        shard.maps[map_index(slot)].get(key)
+    }
+
+    /// True when the key exists.
+    pub fn exists(&mut self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Reads a key for modification: counts a dirty write, touches WATCHers, wakes waiters.
+    /// Check the type with [`Locked::get`] first if the command may fail without modifying.
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        if self.expire_if_needed(key) {
+            return None;
+        }
+        self.dirty += 1;
+        let (shard, slot) = self.shard_for(key);
+        if shard.maps[map_index(slot)].contains_key(key) {
+            shard.touch(key);
+        }
+        shard.maps[map_index(slot)].get_mut(key)
+    }
+
+    /// Stores `value` under `key`, replacing any old value; the expiry is cleared unless
+    /// `keep_ttl`. Returns the previous entry.
+    pub fn set(&mut self, key: &[u8], value: Value, keep_ttl: bool) -> Option<Entry> {
+        self.expire_if_needed(key);
+        self.dirty += 1;
+        let (shard, slot) = self.shard_for(key);
+        shard.touch(key);
+        let m = &mut shard.maps[map_index(slot)];
+        if let Some(e) = m.get_mut(key) {
+            let old_expire = e.expire_at;
+            let new_expire = if keep_ttl { old_expire } else { 0 };
+            let old = std::mem::replace(
+                e,
+                Entry {
+                    value,
+                    expire_at: new_expire,
+                },
+            );
+            if old_expire != 0 && new_expire == 0 {
+                shard.expires = shard.expires.saturating_sub(1);
+            }
+            Some(old)
+        } else {
+            m.insert(key.into(), Entry::new(value));
+            None
+        }
+    }
+
+    /// Stores a full entry (value and expiry), replacing any old one.
+    pub fn set_entry(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
+        let expire_at = entry.expire_at;
+        let old = self.set(key, entry.value, false);
+        if expire_at != 0 {
+            self.set_expire(key, expire_at);
+        }
+        old
+    }
+
+    /// Returns the entry for `key`, creating it with `make()` if absent. Counts as a write.
+    pub fn get_or_insert_with(&mut self, key: &[u8], make: impl FnOnce() -> Value) -> &mut Entry {
+        self.expire_if_needed(key);
+        self.dirty += 1;
+        let (shard, slot) = self.shard_for(key);
+        shard.touch(key);
+        shard.maps[map_index(slot)]
+            .entry(key.into())
+            .or_insert_with(|| Entry::new(make()))
+    }
+
+    /// Deletes a key; returns its entry if it existed (and was not expired).
+    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        if self.expire_if_needed(key) {
+            return None;
+        }
+        let (shard, slot) = self.shard_for(key);
+        let old = shard.maps[map_index(slot)].remove(key)?;
+        if old.expire_at != 0 {
+            shard.expires = shard.expires.saturating_sub(1);
+        }
+        shard.touch(key);
+        self.dirty += 1;
+        Some(old)
+    }
+
+    /// Deletes `key` if it holds an empty collection (after a pop/remove).
+    pub fn remove_if_empty(&mut self, key: &[u8]) {
+        let empty = matches!(self.get(key), Some(e) if e.value.is_empty_collection());
+        if empty {
+            self.remove(key);
+        }
+    }
+
+    /// Sets the absolute expiry of an existing key (0 removes it). Returns false if missing.
+    pub fn set_expire(&mut self, key: &[u8], at: u64) -> bool {
+        if self.expire_if_needed(key) {
+            return false;
+        }
+        let (shard, slot) = self.shard_for(key);
+        let Some(e) = shard.maps[map_index(slot)].get_mut(key) else {
+            return false;
+        };
+        let was = e.expire_at;
+        e.expire_at = at;
+        if was == 0 && at != 0 {
+            shard.expires += 1;
+        } else if was != 0 && at == 0 {
+            shard.expires = shard.expires.saturating_sub(1);
+        }
+        shard.touch(key);
+        self.dirty += 1;
+        true
+    }
+
+    /// Registers a WATCH on `key`.
+    pub fn watch(&mut self, key: &[u8], flag: WatchFlag) {
+        let (shard, _) = self.shard_for(key);
+        shard.watched.entry(key.into()).or_default().push(flag);
+    }
+
+    /// Removes a WATCH registration.
+    pub fn unwatch(&mut self, key: &[u8], flag: &WatchFlag) {
+        let (shard, _) = self.shard_for(key);
+        if let Some(v) = shard.watched.get_mut(key) {
+            v.retain(|f| !Arc::ptr_eq(f, flag));
+            if v.is_empty() {
+                shard.watched.remove(key);
+            }
+        }
+    }
+
+    /// Queues `waiter` on `key` (FIFO) unless it is already queued there.
+    pub fn block_on(&mut self, key: &[u8], waiter: &Arc<Waiter>) {
+        let (shard, _) = self.shard_for(key);
+        let q = shard.blocked.entry(key.into()).or_default();
+        if !q.iter().any(|w| Arc::ptr_eq(w, waiter)) {
+            q.push_back(waiter.clone());
+        }
+    }
+
+    /// Removes `waiter` from `key`'s queue; if the key still holds data, wakes the next waiter.
+    pub fn unblock(&mut self, key: &[u8], waiter: &Arc<Waiter>) {
+        let ready = self
+            .get(key)
+            .map(|e| !e.value.is_empty_collection())
+            .unwrap_or(false);
+        let (shard, _) = self.shard_for(key);
+        if let Some(q) = shard.blocked.get_mut(key) {
+            q.retain(|w| !Arc::ptr_eq(w, waiter));
+            if q.is_empty() {
+                shard.blocked.remove(key);
+            } else if ready {
+                if let Some(w) = q.front() {
+                    w.notify.notify_one();
+                }
+            }
+        }
+    }
+
+    /// True when `waiter` is the first in line on `key` (or nobody else waits there).
+    pub fn first_in_line(&mut self, key: &[u8], waiter: &Arc<Waiter>) -> bool {
+        let (shard, _) = self.shard_for(key);
+        match shard.blocked.get(key).and_then(|q| q.front()) {
+            Some(w) => Arc::ptr_eq(w, waiter),
+            None => true,
+        }
+    }
+
+    /// The held shards of the current database with their indexes (db-wide commands).
+    pub fn shards_mut(&mut self) -> impl Iterator<Item = (usize, &mut Shard)> + use<'_, 'a> {
+        let db = self.db as u16;
+        self.guards
+            .iter_mut()
+            .filter(move |((d, _), _)| *d == db)
+            .map(|((_, s), g)| (*s as usize, &mut **g))
+    }
+
+    /// All held shards of every database (FLUSHALL).
+    pub fn all_shards_mut(
+        &mut self,
+    ) -> impl Iterator<Item = (usize, usize, &mut Shard)> + use<'_, 'a> {
+        self.guards
+            .iter_mut()
+            .map(|((d, s), g)| (*d as usize, *s as usize, &mut **g))
+    }
+
+    /// Number of live keys in `slot` of the current database.
+    pub fn count_in_slot(&mut self, slot: u16) -> usize {
+        let db = self.db as u16;
+        let id = (db, shard_of_slot(slot) as u16);
+        let mut ids: SmallVec<[LockId; 4]> = SmallVec::new();
+        ids.push(id);
+        self.lock_ids(&mut ids);
+        let now = self.now;
+        self.guards
+            .iter()
+            .find(|(g, _)| *g == id)
+            .map(|(_, s)| {
+                s.maps[map_index(slot)]
+                    .values()
+                    .filter(|e| !e.expired(now))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Up to `n` live keys of `slot` in the current database.
+    pub fn keys_in_slot(&mut self, slot: u16, n: usize) -> Vec<Key> {
+        let db = self.db as u16;
+        let id = (db, shard_of_slot(slot) as u16);
+        let mut ids: SmallVec<[LockId; 4]> = SmallVec::new();
+        ids.push(id);
+        self.lock_ids(&mut ids);
+        let now = self.now;
+        self.guards
+            .iter()
+            .find(|(g, _)| *g == id)
+            .map(|(_, s)| {
+                s.maps[map_index(slot)]
+                    .iter()
+                    .filter(|(_, e)| !e.expired(now))
+                    .take(n)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Current unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_expire_and_slots() {
+        let ks = Keyspace::new(16);
+        let mut l = Locked::new(&ks, 0, 1000);
+        l.lock_keys([b"foo".as_ref(), b"bar".as_ref()]);
+        l.set(b"foo", Value::Str(b"1".to_vec()), false);
+        l.set(b"bar", Value::Str(b"2".to_vec()), false);
+        assert!(l.set_expire(b"foo", 1500));
+        assert_eq!(l.count_in_slot(12182), 1);
+        assert_eq!(l.keys_in_slot(12182, 10), vec![Key::from(&b"foo"[..])]);
+        drop(l);
+        let mut l = Locked::new(&ks, 0, 2000);
+        l.lock_keys([b"foo"]);
+        assert!(l.get(b"foo").is_none());
+        assert!(l.get(b"bar").is_some());
+        drop(l);
+        assert_eq!(ks.db(0).len(), 1);
+        assert_eq!(ks.db(0).expires(), 0);
+    }
+
+    #[test]
+    fn watch_flags_fire_on_write() {
+        let ks = Keyspace::new(1);
+        let flag: WatchFlag = Arc::default();
+        let mut l = Locked::new(&ks, 0, 0);
+        l.watch(b"k", flag.clone());
+        l.set(b"other", Value::Str(vec![]), false);
+        assert!(!flag.load(Ordering::Acquire));
+        l.set(b"k", Value::Str(vec![]), false);
+        assert!(flag.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn out_of_order_locking_reacquires() {
+        let ks = Keyspace::new(1);
+        let mut l = Locked::new(&ks, 0, 0);
+        l.lock_keys([b"foo"]);
+        l.lock_keys([&b"key3"[..], &b"hello"[..]]);
+        l.set(b"key3", Value::Str(vec![1]), false);
+        assert!(l.get(b"key3").is_some());
+    }
+}

@@ -1,0 +1,131 @@
+//! slotgate-node: a Redis-compatible server (standalone today; cluster mode, replication and
+//! persistence build on the same keyspace and dispatch).
+//!
+//! Data flows one way: socket → [`connection`] (RESP parsing from `slotgate_protocol`) →
+//! [`cmd`] (dispatch, one file per command family) → [`db`] (the keyspace) → [`reply`].
+
+pub mod client;
+pub mod cmd;
+pub mod config;
+pub mod connection;
+pub mod db;
+pub mod glob;
+pub mod log;
+pub mod pubsub;
+pub mod rdb;
+pub mod reply;
+pub mod server;
+pub mod value;
+
+pub use server::REDIS_VERSION;
+
+use std::sync::Arc;
+
+/// Entry point shared by the binary: parse arguments, build the server, run until SHUTDOWN.
+pub fn main_with_args(args: Vec<String>) -> i32 {
+    if args.iter().any(|a| a == "-v" || a == "--version") {
+        println!(
+            "slotgate-node v={} (Redis {} compatible) bits=64",
+            env!("CARGO_PKG_VERSION"),
+            REDIS_VERSION
+        );
+        return 0;
+    }
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("Usage: slotgate-node [/path/to/redis.conf] [--directive value ...]");
+        println!("Examples:");
+        println!("       slotgate-node (run the server with default config)");
+        println!("       slotgate-node /etc/redis/7000.conf");
+        println!("       slotgate-node --port 7777");
+        println!("       slotgate-node /etc/myredis.conf --loglevel verbose");
+        return 0;
+    }
+    let config = match config::Config::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let server = match server::Server::new(config) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("Can't open the log file: {e}");
+            return 1;
+        }
+    };
+    let pid = std::process::id();
+    server
+        .log
+        .notice("oO0OoO0OoO0Oo slotgate-node is starting oO0OoO0OoO0Oo");
+    server.log.notice(&format!(
+        "slotgate-node version={}, Redis {} compatible, bits=64, pid={pid}, just started",
+        env!("CARGO_PKG_VERSION"),
+        REDIS_VERSION
+    ));
+    {
+        let c = server.config.read();
+        match &c.file {
+            Some(f) => server.log.notice(&format!("Configuration loaded from {}", f.display())),
+            None => server.log.warning(
+                "Warning: no config file specified, using the default config. In order to specify a config file use slotgate-node /path/to/redis.conf",
+            ),
+        }
+        for d in &c.ignored {
+            server.log.warning(&format!(
+                "Directive '{d}' is accepted but not yet acted on by slotgate-node"
+            ));
+        }
+    }
+    let dir = server.config.read().get("dir").to_string();
+    if !dir.is_empty() {
+        if let Err(e) = std::env::set_current_dir(&dir) {
+            eprintln!("Can't chdir to '{dir}': {e}");
+            return 1;
+        }
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Failed to start the runtime: {e}");
+            return 1;
+        }
+    };
+    let res = rt.block_on(async move {
+        let srv = server.clone();
+        tokio::spawn(async move {
+            shutdown_on_signal(srv).await;
+        });
+        server::run(server).await
+    });
+    match res {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+/// SIGTERM / SIGINT: shut down like SHUTDOWN.
+async fn shutdown_on_signal(server: Arc<server::Server>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => server.log.warning("Received SIGTERM scheduling shutdown..."),
+        _ = int.recv() => server.log.warning("Received SIGINT scheduling shutdown..."),
+    }
+    server.shutdown.notify_one();
+}

@@ -1,0 +1,428 @@
+//! The server: shared state (config, keyspace, clients, pub/sub, stats), the accept loop and
+//! the background cycles (active expiry).
+
+use crate::client::ClientHandle;
+use crate::config::Config;
+use crate::db::Keyspace;
+use crate::log::{Level, Logger};
+use crate::pubsub::PubSub;
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Version reported in INFO and HELLO (the Redis version whose behaviour we follow).
+pub const REDIS_VERSION: &str = "7.0.15";
+
+/// Server-wide counters for INFO.
+#[derive(Default)]
+pub struct Stats {
+    /// total_connections_received
+    pub connections: AtomicU64,
+    /// total_commands_processed
+    pub commands: AtomicU64,
+    /// keyspace_hits
+    pub hits: AtomicU64,
+    /// keyspace_misses
+    pub misses: AtomicU64,
+    /// expired_keys
+    pub expired: AtomicU64,
+    /// rejected_connections
+    pub rejected: AtomicU64,
+    /// total_net_input_bytes
+    pub net_in: AtomicU64,
+    /// total_net_output_bytes
+    pub net_out: AtomicU64,
+    /// Changes since the last save (rdb_changes_since_last_save).
+    pub dirty: AtomicU64,
+    /// total_error_replies
+    pub errors: AtomicU64,
+}
+
+/// Per-command statistics (INFO commandstats).
+#[derive(Default, Clone, Copy)]
+pub struct CmdStat {
+    /// Calls.
+    pub calls: u64,
+    /// Total microseconds.
+    pub usec: u64,
+    /// Rejected calls (arity, auth...).
+    pub rejected: u64,
+    /// Calls that returned an error.
+    pub failed: u64,
+}
+
+/// One SLOWLOG entry.
+#[derive(Clone)]
+pub struct SlowEntry {
+    /// Unique id.
+    pub id: u64,
+    /// Unix seconds.
+    pub time: u64,
+    /// Duration in microseconds.
+    pub micros: u64,
+    /// Arguments (trimmed as Redis does).
+    pub args: Vec<bytes::Bytes>,
+    /// Client address.
+    pub addr: String,
+    /// Client name.
+    pub name: String,
+}
+
+/// The slow log.
+#[derive(Default)]
+pub struct SlowLog {
+    /// Newest first.
+    pub entries: VecDeque<SlowEntry>,
+    /// Next id.
+    pub next_id: u64,
+}
+
+/// Everything the connections of one server share.
+pub struct Server {
+    /// Effective configuration (CONFIG GET/SET).
+    pub config: RwLock<Config>,
+    /// The databases.
+    pub ks: Keyspace,
+    /// Logger.
+    pub log: Logger,
+    /// Connected clients by id.
+    pub clients: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
+    /// Next client id.
+    pub next_client_id: AtomicU64,
+    /// Pub/Sub registry.
+    pub pubsub: PubSub,
+    /// Counters.
+    pub stats: Stats,
+    /// Per-command counters.
+    pub cmdstats: Mutex<BTreeMap<&'static str, CmdStat>>,
+    /// SLOWLOG.
+    pub slowlog: Mutex<SlowLog>,
+    /// 40-hex run id.
+    pub run_id: String,
+    /// Process start.
+    pub started: Instant,
+    /// Unix seconds of the last successful save (LASTSAVE).
+    pub last_save: AtomicU64,
+    /// Set when SHUTDOWN was requested.
+    pub shutting_down: AtomicBool,
+    /// Wakes the accept loop on shutdown.
+    pub shutdown: tokio::sync::Notify,
+    /// False while DEBUG SET-ACTIVE-EXPIRE 0 is in force.
+    pub active_expire: AtomicBool,
+    /// Listening TCP port.
+    pub port: AtomicU64,
+    /// Command handlers.
+    pub registry: crate::cmd::Registry,
+    /// Clients in MONITOR mode.
+    pub monitors: Mutex<Vec<Arc<ClientHandle>>>,
+    /// Number of MONITOR clients.
+    pub monitor_count: AtomicU64,
+    /// True when `requirepass` is set (checked on every command; updated by CONFIG SET).
+    pub auth_required: AtomicBool,
+}
+
+/// Random 40-hex identifier (run ids, node ids, replication ids).
+pub fn random_hex40() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..40)
+        .map(|_| char::from(b"0123456789abcdef"[rng.gen_range(0..16)]))
+        .collect()
+}
+
+impl Server {
+    /// Builds the server state from a configuration.
+    pub fn new(config: Config) -> anyhow::Result<Server> {
+        let log = Logger::new(
+            config.get("logfile"),
+            Level::from_name(config.get("loglevel")),
+        )?;
+        let dbs = config.get_int("databases").max(1) as usize;
+        let auth = !config.get("requirepass").is_empty();
+        Ok(Server {
+            ks: Keyspace::new(dbs),
+            log,
+            config: RwLock::new(config),
+            clients: Mutex::new(BTreeMap::new()),
+            next_client_id: AtomicU64::new(1),
+            pubsub: PubSub::default(),
+            stats: Stats::default(),
+            cmdstats: Mutex::new(BTreeMap::new()),
+            slowlog: Mutex::new(SlowLog::default()),
+            run_id: random_hex40(),
+            started: Instant::now(),
+            last_save: AtomicU64::new(crate::db::now_ms() / 1000),
+            shutting_down: AtomicBool::new(false),
+            shutdown: tokio::sync::Notify::new(),
+            active_expire: AtomicBool::new(true),
+            port: AtomicU64::new(0),
+            registry: crate::cmd::Registry::new(),
+            monitors: Mutex::new(Vec::new()),
+            monitor_count: AtomicU64::new(0),
+            auth_required: AtomicBool::new(auth),
+        })
+    }
+
+    /// True when at least one client is in MONITOR mode (cheap check on every command).
+    pub fn has_monitors(&self) -> bool {
+        self.monitor_count.load(Ordering::Relaxed) > 0
+    }
+
+    /// Adds a MONITOR client.
+    pub fn add_monitor(&self, h: Arc<ClientHandle>) {
+        let mut m = self.monitors.lock();
+        m.push(h);
+        self.monitor_count.store(m.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Removes a MONITOR client.
+    pub fn remove_monitor(&self, id: u64) {
+        let mut m = self.monitors.lock();
+        m.retain(|h| h.id != id);
+        self.monitor_count.store(m.len() as u64, Ordering::Relaxed);
+    }
+
+    /// True when clients must AUTH before running commands.
+    pub fn requires_auth(&self) -> bool {
+        self.auth_required.load(Ordering::Relaxed)
+    }
+
+    /// The one place every successful write passes through: feeds MONITOR-independent
+    /// consumers (the replication stream, once replication exists).
+    pub fn propagate(&self, _db: usize, _args: &[bytes::Bytes]) {}
+
+    /// Sends a MONITOR line for a command to every monitoring client.
+    pub fn feed_monitors(&self, db: usize, addr: &str, args: &[bytes::Bytes]) {
+        if !self.has_monitors() {
+            return;
+        }
+        let mons = self.monitors.lock();
+        if mons.is_empty() {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut line = format!(
+            "{}.{:06} [{} {}]",
+            now.as_secs(),
+            now.subsec_micros(),
+            db,
+            addr
+        );
+        for a in args {
+            line.push_str(" \"");
+            for &b in a.iter() {
+                match b {
+                    b'\\' => line.push_str("\\\\"),
+                    b'"' => line.push_str("\\\""),
+                    b'\n' => line.push_str("\\n"),
+                    b'\r' => line.push_str("\\r"),
+                    b'\t' => line.push_str("\\t"),
+                    7 => line.push_str("\\a"),
+                    8 => line.push_str("\\b"),
+                    0x20..=0x7e => line.push(b as char),
+                    _ => line.push_str(&format!("\\x{b:02x}")),
+                }
+            }
+            line.push('"');
+        }
+        for m in mons.iter() {
+            if m.push
+                .try_send(crate::client::Push::Monitor(line.clone()))
+                .is_err()
+            {
+                m.kill();
+            }
+        }
+    }
+
+    /// Records a finished command in the stats and, if slow enough, in the slow log.
+    pub fn record_command(
+        &self,
+        name: &'static str,
+        micros: u64,
+        failed: bool,
+        args: &[bytes::Bytes],
+        client: &ClientHandle,
+    ) {
+        {
+            let mut cs = self.cmdstats.lock();
+            let e = cs.entry(name).or_default();
+            e.calls += 1;
+            e.usec += micros;
+            if failed {
+                e.failed += 1;
+            }
+        }
+        let threshold = self.config.read().get_int("slowlog-log-slower-than");
+        if threshold >= 0 && micros >= threshold as u64 {
+            let max = self.config.read().get_int("slowlog-max-len").max(0) as usize;
+            let mut sl = self.slowlog.lock();
+            let id = sl.next_id;
+            sl.next_id += 1;
+            let mut trimmed: Vec<bytes::Bytes> = args.iter().take(32).cloned().collect();
+            if args.len() > 32 {
+                trimmed[31] = format!("... ({} more arguments)", args.len() - 31).into();
+            }
+            for a in trimmed.iter_mut() {
+                if a.len() > 128 {
+                    *a = format!(
+                        "{}... ({} more bytes)",
+                        String::from_utf8_lossy(&a[..128]),
+                        a.len() - 128
+                    )
+                    .into();
+                }
+            }
+            sl.entries.push_front(SlowEntry {
+                id,
+                time: crate::db::now_ms() / 1000,
+                micros,
+                args: trimmed,
+                addr: client.addr.clone(),
+                name: client.name(),
+            });
+            sl.entries.truncate(max);
+        }
+    }
+}
+
+/// Runs the server until SHUTDOWN: binds, logs readiness, accepts clients, runs active expiry.
+pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
+    let (port, binds) = {
+        let c = server.config.read();
+        (c.get_int("port") as u16, c.get("bind").to_string())
+    };
+    let mut listeners = Vec::new();
+    let mut addrs: Vec<String> = binds
+        .split_whitespace()
+        .filter(|a| !a.starts_with('-') || a.len() > 1)
+        .map(|a| a.trim_start_matches('-').to_string())
+        .collect();
+    if addrs.is_empty() {
+        addrs.push("*".into());
+    }
+    for a in &addrs {
+        let addr = match a.as_str() {
+            "*" => format!("0.0.0.0:{port}"),
+            "::*" => format!("[::]:{port}"),
+            ip if ip.contains(':') => format!("[{ip}]:{port}"),
+            ip => format!("{ip}:{port}"),
+        };
+        match TcpListener::bind(&addr).await {
+            Ok(l) => listeners.push(l),
+            Err(e) if a == "::*" => {
+                server.log.verbose(&format!("Skipping {addr}: {e}"));
+            }
+            Err(e) => {
+                server.log.warning(&format!(
+                    "Warning: Could not create server TCP listening socket {addr}: {e}"
+                ));
+                anyhow::bail!("Failed listening on port {port} (tcp), aborting.");
+            }
+        }
+    }
+    let real_port = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port())
+        .unwrap_or(port);
+    server.port.store(real_port as u64, Ordering::Relaxed);
+    write_pidfile(&server);
+    server.log.notice(&format!(
+        "Server initialized (slotgate-node {}, port {real_port})",
+        env!("CARGO_PKG_VERSION")
+    ));
+    server.log.notice("Ready to accept connections tcp");
+
+    tokio::spawn(active_expire_cycle(server.clone()));
+    for l in listeners {
+        tokio::spawn(accept_loop(server.clone(), l));
+    }
+    server.shutdown.notified().await;
+    server.log.warning("User requested shutdown...");
+    let pidfile = server.config.read().get("pidfile").to_string();
+    if !pidfile.is_empty() {
+        let _ = std::fs::remove_file(pidfile);
+    }
+    server.log.warning("Redis is now ready to exit, bye bye...");
+    Ok(())
+}
+
+fn write_pidfile(server: &Server) {
+    let pidfile = server.config.read().get("pidfile").to_string();
+    if !pidfile.is_empty() {
+        if let Err(e) = std::fs::write(&pidfile, format!("{}\n", std::process::id())) {
+            server
+                .log
+                .warning(&format!("Failed to write PID file {pidfile}: {e}"));
+        }
+    }
+}
+
+async fn accept_loop(server: Arc<Server>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((sock, peer)) => {
+                let max = server.config.read().get_int("maxclients").max(1) as usize;
+                if server.clients.lock().len() >= max {
+                    server.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let mut sock = sock;
+                        let _ = sock
+                            .write_all(b"-ERR max number of clients reached\r\n")
+                            .await;
+                    });
+                    continue;
+                }
+                let _ = sock.set_nodelay(true);
+                server.stats.connections.fetch_add(1, Ordering::Relaxed);
+                let s = server.clone();
+                tokio::spawn(async move {
+                    crate::connection::serve(s, sock, peer).await;
+                });
+            }
+            Err(e) => {
+                server
+                    .log
+                    .warning(&format!("Accepting client connection: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Deletes expired keys in the background, a slice of shards every tick, so keys that are
+/// never read again do not pile up (Redis's active expire cycle).
+async fn active_expire_cycle(server: Arc<Server>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut next = 0usize;
+    loop {
+        tick.tick().await;
+        if !server.active_expire.load(Ordering::Relaxed) {
+            continue;
+        }
+        let now = crate::db::now_ms();
+        for d in 0..server.ks.count() {
+            let Some(db) = server.ks.existing(d) else {
+                continue;
+            };
+            for i in 0..32 {
+                let idx = (next + i) % crate::db::SHARDS;
+                let removed = db.lock_shard(idx).purge_expired(now);
+                if removed > 0 {
+                    server
+                        .stats
+                        .expired
+                        .fetch_add(removed as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        next = (next + 32) % crate::db::SHARDS;
+    }
+}

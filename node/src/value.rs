@@ -1,0 +1,275 @@
+//! The values stored in the keyspace: strings, lists, hashes, sets and sorted sets.
+//!
+//! Collections are boxed so a [`Value`] stays small (the keyspace holds millions of them).
+//! Elements are `Box<[u8]>`: owned, exact-size copies, never slices of a network buffer.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, VecDeque};
+
+/// An owned element (list item, hash field/value, set or sorted-set member).
+pub type Elem = Box<[u8]>;
+/// Hash map used inside values.
+pub type Map<K, V> = hashbrown::HashMap<K, V>;
+/// Hash set used inside values.
+pub type Set<K> = hashbrown::HashSet<K>;
+
+/// A stored value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A string (also integers, bitmaps and HyperLogLogs).
+    Str(Vec<u8>),
+    /// A list.
+    List(Box<VecDeque<Elem>>),
+    /// A hash.
+    Hash(Box<Map<Elem, Elem>>),
+    /// A set.
+    Set(Box<Set<Elem>>),
+    /// A sorted set.
+    ZSet(Box<ZSet>),
+}
+
+/// The kinds of value, as TYPE names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// "string"
+    Str,
+    /// "list"
+    List,
+    /// "hash"
+    Hash,
+    /// "set"
+    Set,
+    /// "zset"
+    ZSet,
+}
+
+impl Kind {
+    /// The name TYPE replies with.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Str => "string",
+            Kind::List => "list",
+            Kind::Hash => "hash",
+            Kind::Set => "set",
+            Kind::ZSet => "zset",
+        }
+    }
+
+    /// Parses a TYPE name (as used by `SCAN ... TYPE t`), case-insensitively.
+    pub fn from_name(name: &[u8]) -> Option<Kind> {
+        Some(match name.to_ascii_lowercase().as_slice() {
+            b"string" => Kind::Str,
+            b"list" => Kind::List,
+            b"hash" => Kind::Hash,
+            b"set" => Kind::Set,
+            b"zset" => Kind::ZSet,
+            _ => return None,
+        })
+    }
+}
+
+impl Value {
+    /// The value's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Value::Str(_) => Kind::Str,
+            Value::List(_) => Kind::List,
+            Value::Hash(_) => Kind::Hash,
+            Value::Set(_) => Kind::Set,
+            Value::ZSet(_) => Kind::ZSet,
+        }
+    }
+
+    /// A new empty list value.
+    pub fn new_list() -> Value {
+        Value::List(Box::default())
+    }
+
+    /// A new empty hash value.
+    pub fn new_hash() -> Value {
+        Value::Hash(Box::default())
+    }
+
+    /// A new empty set value.
+    pub fn new_set() -> Value {
+        Value::Set(Box::default())
+    }
+
+    /// A new empty sorted set value.
+    pub fn new_zset() -> Value {
+        Value::ZSet(Box::default())
+    }
+
+    /// True when a collection has no elements (such keys are deleted, as Redis does).
+    pub fn is_empty_collection(&self) -> bool {
+        match self {
+            Value::Str(_) => false,
+            Value::List(l) => l.is_empty(),
+            Value::Hash(h) => h.is_empty(),
+            Value::Set(s) => s.is_empty(),
+            Value::ZSet(z) => z.is_empty(),
+        }
+    }
+
+    /// The encoding OBJECT ENCODING reports (Redis 7.0 thresholds, computed from the content).
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            Value::Str(s) => {
+                if s.len() <= 20 && slotgate_protocol::resp::parse_i64(s).is_some() {
+                    "int"
+                } else if s.len() <= 44 {
+                    "embstr"
+                } else {
+                    "raw"
+                }
+            }
+            Value::List(l) => {
+                if l.len() <= 128 && l.iter().all(|e| e.len() <= 64) {
+                    "listpack"
+                } else {
+                    "quicklist"
+                }
+            }
+            Value::Hash(h) => {
+                if h.len() <= 128 && h.iter().all(|(k, v)| k.len() <= 64 && v.len() <= 64) {
+                    "listpack"
+                } else {
+                    "hashtable"
+                }
+            }
+            Value::Set(s) => {
+                if s.len() <= 512
+                    && s.iter()
+                        .all(|m| m.len() <= 20 && slotgate_protocol::resp::parse_i64(m).is_some())
+                {
+                    "intset"
+                } else {
+                    "hashtable"
+                }
+            }
+            Value::ZSet(z) => {
+                if z.len() <= 128 && z.iter().all(|(m, _)| m.len() <= 64) {
+                    "listpack"
+                } else {
+                    "skiplist"
+                }
+            }
+        }
+    }
+
+    /// A rough count of the bytes this value occupies (for MEMORY USAGE and INFO).
+    pub fn approx_size(&self) -> usize {
+        match self {
+            Value::Str(s) => s.capacity() + 16,
+            Value::List(l) => l.iter().map(|e| e.len() + 16).sum::<usize>() + 32,
+            Value::Hash(h) => h.iter().map(|(k, v)| k.len() + v.len() + 40).sum::<usize>() + 48,
+            Value::Set(s) => s.iter().map(|m| m.len() + 24).sum::<usize>() + 48,
+            Value::ZSet(z) => z.iter().map(|(m, _)| m.len() * 2 + 72).sum::<usize>() + 96,
+        }
+    }
+}
+
+/// A score with the total order Redis uses for sorted sets (no NaN is ever stored).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score(pub f64);
+
+impl Eq for Score {}
+
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// A sorted set: member → score, plus the (score, member) order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ZSet {
+    scores: Map<Elem, f64>,
+    order: BTreeSet<(Score, Elem)>,
+}
+
+impl ZSet {
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+
+    /// The score of `member`.
+    pub fn score(&self, member: &[u8]) -> Option<f64> {
+        self.scores.get(member).copied()
+    }
+
+    /// Sets `member`'s score; returns true when the member is new.
+    pub fn insert(&mut self, member: &[u8], score: f64) -> bool {
+        // -0.0 and 0.0 compare equal in Redis; normalise so the order stays consistent.
+        let score = if score == 0.0 { 0.0 } else { score };
+        match self.scores.get_mut(member) {
+            Some(old) => {
+                if *old != score {
+                    let key = member.to_vec().into_boxed_slice();
+                    self.order.remove(&(Score(*old), key.clone()));
+                    *old = score;
+                    self.order.insert((Score(score), key));
+                }
+                false
+            }
+            None => {
+                let key: Elem = member.into();
+                self.scores.insert(key.clone(), score);
+                self.order.insert((Score(score), key));
+                true
+            }
+        }
+    }
+
+    /// Removes `member`; returns true when it was present.
+    pub fn remove(&mut self, member: &[u8]) -> bool {
+        match self.scores.remove(member) {
+            Some(old) => {
+                self.order.remove(&(Score(old), member.into()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Members in ascending (score, member) order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + '_ {
+        self.order.iter().map(|(s, m)| (&m[..], s.0))
+    }
+
+    /// Members with scores in the given inclusive/exclusive bounds, ascending.
+    pub fn range_by_score(
+        &self,
+        min: f64,
+        min_excl: bool,
+        max: f64,
+        max_excl: bool,
+    ) -> impl Iterator<Item = (&[u8], f64)> + '_ {
+        use std::ops::Bound;
+        let lo: Bound<(Score, Elem)> = Bound::Included((Score(min), Box::default()));
+        self.order
+            .range((lo, Bound::Unbounded))
+            .map(|(s, m)| (&m[..], s.0))
+            .filter(move |(_, s)| if min_excl { *s > min } else { *s >= min })
+            .take_while(move |(_, s)| if max_excl { *s < max } else { *s <= max })
+    }
+
+    /// 0-based rank of `member` in ascending order.
+    pub fn rank(&self, member: &[u8]) -> Option<usize> {
+        let score = self.score(member)?;
+        let key: (Score, Elem) = (Score(score), member.into());
+        Some(self.order.range(..key).count())
+    }
+}
