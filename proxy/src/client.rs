@@ -1,0 +1,194 @@
+//! A client connection: read → parse every complete request → dispatch each through the
+//! splitter (backend work starts at once) → resolve replies in request order → write them in
+//! one go. At most `max_pipeline` requests are in flight per client; the rest wait in the
+//! socket (backpressure), so a client that sends without reading cannot grow proxy memory.
+
+use crate::proxy::Proxy;
+use crate::splitter::{self, Pending};
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use slotgate_protocol::resp::{parse_command, Limits, Parsed};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What CLIENT LIST shows about a client (shared with other connections).
+pub struct ClientInfo {
+    /// Client id.
+    pub id: u64,
+    /// Peer address.
+    pub addr: String,
+    /// Connect time.
+    pub created: Instant,
+    /// CLIENT SETNAME.
+    pub name: Mutex<Option<Bytes>>,
+    /// CLIENT SETINFO lib-name / lib-ver.
+    pub lib: Mutex<(String, String)>,
+    /// Last command.
+    pub last_cmd: Mutex<&'static str>,
+    /// Millis since `created` of the last request.
+    pub last_active_ms: AtomicU64,
+    /// Set by CLIENT KILL.
+    pub killed: AtomicBool,
+    /// Wakes the connection when killed.
+    pub kill: tokio::sync::Notify,
+}
+
+impl ClientInfo {
+    /// One CLIENT LIST line.
+    pub fn line(&self) -> String {
+        let name = self
+            .name
+            .lock()
+            .as_ref()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default();
+        let lib = self.lib.lock().clone();
+        let age = self.created.elapsed();
+        let idle = age.as_millis() as u64
+            - self
+                .last_active_ms
+                .load(Ordering::Relaxed)
+                .min(age.as_millis() as u64);
+        format!(
+            "id={} addr={} name={} age={} idle={} flags=N db=0 cmd={} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            name,
+            age.as_secs(),
+            idle / 1000,
+            self.last_cmd.lock(),
+            lib.0,
+            lib.1
+        )
+    }
+}
+
+/// Per-connection protocol state.
+pub struct ClientState {
+    /// Client id (also picks the backend connection, so per-node order is kept).
+    pub id: u64,
+    /// HELLO 3 was negotiated.
+    pub resp3: bool,
+    /// AUTH succeeded (or no password is required).
+    pub authenticated: bool,
+    /// Shared info.
+    pub info: Arc<ClientInfo>,
+}
+
+/// Serves one client until it disconnects.
+pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr) {
+    let id = proxy.next_client_id();
+    let info = Arc::new(ClientInfo {
+        id,
+        addr: peer.to_string(),
+        created: Instant::now(),
+        name: Mutex::new(None),
+        lib: Mutex::new((String::new(), String::new())),
+        last_cmd: Mutex::new("NULL"),
+        last_active_ms: AtomicU64::new(0),
+        killed: AtomicBool::new(false),
+        kill: tokio::sync::Notify::new(),
+    });
+    proxy.clients.lock().insert(id, info.clone());
+    crate::metrics::client_opened();
+    let mut st = ClientState {
+        id,
+        resp3: false,
+        authenticated: proxy.cfg.requirepass.is_none(),
+        info: info.clone(),
+    };
+    let _ = run(&proxy, &mut st, sock).await;
+    proxy.clients.lock().remove(&id);
+    crate::metrics::client_closed();
+}
+
+async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::io::Result<()> {
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut enc = BytesMut::with_capacity(16 * 1024);
+    let mut args: Vec<Bytes> = Vec::with_capacity(8);
+    let mut batch: Vec<(Pending, &'static str, Instant)> = Vec::with_capacity(64);
+    let idle = proxy.cfg.idle_timeout;
+    loop {
+        // Read more input (or time out when idle, or stop when killed).
+        let read = sock.read_buf(&mut rbuf);
+        let n = tokio::select! {
+            r = read => r?,
+            _ = st.info.kill.notified() => return Ok(()),
+            _ = async {
+                if idle.is_zero() { std::future::pending::<()>().await } else { tokio::time::sleep(idle).await }
+            } => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        st.info.last_active_ms.store(
+            st.info.created.elapsed().as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        let mut closing = false;
+        loop {
+            // Dispatch up to max_pipeline requests; their backend work starts immediately.
+            let mut protocol_error = None;
+            while batch.len() < proxy.cfg.max_pipeline {
+                let limits = Limits {
+                    max_bulk_len: slotgate_protocol::resp::DEFAULT_MAX_BULK_LEN,
+                    unauthenticated: !st.authenticated,
+                };
+                match parse_command(&mut rbuf, &mut args, &limits) {
+                    Ok(None) => break,
+                    Ok(Some(Parsed::Empty)) => continue,
+                    Ok(Some(Parsed::Command)) => {
+                        let started = Instant::now();
+                        let p = splitter::dispatch(proxy, st, &args, &mut enc);
+                        let name = slotgate_protocol::commands::lookup(&args[0])
+                            .map(|s| s.name)
+                            .unwrap_or("unknown");
+                        let is_close = matches!(p, Pending::Close(_));
+                        batch.push((p, name, started));
+                        if is_close {
+                            closing = true;
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        protocol_error = Some(e);
+                        break;
+                    }
+                }
+            }
+            if batch.is_empty() && protocol_error.is_none() {
+                break;
+            }
+            // Resolve in request order and write all replies at once.
+            for (p, name, started) in batch.drain(..) {
+                let reply = p.resolve(proxy, st).await;
+                crate::metrics::command(name, reply.first() != Some(&b'-'), started.elapsed());
+                *st.info.last_cmd.lock() = name;
+                out.extend_from_slice(&reply);
+            }
+            proxy.commands.fetch_add(1, Ordering::Relaxed);
+            if let Some(e) = protocol_error {
+                out.extend_from_slice(b"-ERR ");
+                out.extend_from_slice(e.0.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                closing = true;
+            }
+            crate::metrics::bytes(0, out.len() as u64);
+            sock.write_all(&out).await?;
+            out.clear();
+            if closing {
+                return Ok(());
+            }
+            if rbuf.len() > proxy.cfg.max_query_buffer {
+                return Ok(());
+            }
+        }
+        crate::metrics::bytes(n as u64, 0);
+        rbuf.reserve(16 * 1024);
+    }
+}

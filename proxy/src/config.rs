@@ -1,0 +1,149 @@
+//! Command-line flags (clap) and the TOML config file (`--config`): every flag may also be
+//! set in the file under the same name; flags given on the command line win.
+
+use clap::Parser;
+use std::net::SocketAddr;
+
+/// slotgate: a Redis Cluster proxy for non-cluster clients.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "slotgate", version, args_override_self = true)]
+pub struct Cli {
+    /// TOML file with any of these settings (`listen = "127.0.0.1:6380"`, `seed = ["h:p"]`).
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Address clients connect to.
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    pub listen: SocketAddr,
+    /// A cluster node to discover the cluster from (repeatable).
+    #[arg(long = "seed", value_name = "HOST:PORT")]
+    pub seeds: Vec<String>,
+    /// Serve Prometheus metrics on this address (`/metrics`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Password clients must AUTH with.
+    #[arg(long)]
+    pub requirepass: Option<String>,
+    /// Password for the cluster nodes (their requirepass / masterauth).
+    #[arg(long)]
+    pub backend_password: Option<String>,
+    /// ACL user for the cluster nodes.
+    #[arg(long)]
+    pub backend_user: Option<String>,
+    /// Multiplexed connections per cluster node.
+    #[arg(long, default_value_t = 2)]
+    pub conns_per_node: usize,
+    /// Backend connect timeout in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub connect_timeout_ms: u64,
+    /// Backend reply timeout in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub read_timeout_ms: u64,
+    /// Deadline of one client request, retries included, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+    /// How long a node that refused a connection is marked down, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub down_ms: u64,
+    /// Periodic slot-map refresh in seconds (0 = only on MOVED/errors).
+    #[arg(long, default_value_t = 10)]
+    pub refresh_interval_secs: u64,
+    /// Minimum time between two slot-map refreshes in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub min_refresh_interval_ms: u64,
+    /// Most client connections.
+    #[arg(long, default_value_t = 10000)]
+    pub maxclients: usize,
+    /// Close clients idle for this many seconds (0 = never).
+    #[arg(long, default_value_t = 0)]
+    pub idle_timeout_secs: u64,
+    /// Most pipelined requests of one client in flight (backpressure beyond).
+    #[arg(long, default_value_t = 1024)]
+    pub max_pipeline: usize,
+    /// Largest query buffer of one client in bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub max_query_buffer: usize,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+fn toml_to_args(text: &str) -> anyhow::Result<Vec<String>> {
+    let table: toml::Table = text.parse()?;
+    let mut out = Vec::new();
+    for (k, v) in table {
+        let flag = format!("--{}", k.replace('_', "-"));
+        let flag = if flag == "--seeds" {
+            "--seed".to_string()
+        } else {
+            flag
+        };
+        match v {
+            toml::Value::Array(items) => {
+                for it in items {
+                    out.push(flag.clone());
+                    out.push(scalar(&it)?);
+                }
+            }
+            other => {
+                out.push(flag);
+                out.push(scalar(&other)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn scalar(v: &toml::Value) -> anyhow::Result<String> {
+    Ok(match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        _ => anyhow::bail!("unsupported value in config file: {v}"),
+    })
+}
+
+impl Cli {
+    /// Parses the command line, merging in `--config FILE` (command-line flags win).
+    pub fn load() -> anyhow::Result<Cli> {
+        let args: Vec<String> = std::env::args().collect();
+        let cfg_path = args
+            .iter()
+            .position(|a| a == "--config")
+            .and_then(|i| args.get(i + 1).cloned())
+            .or_else(|| {
+                args.iter()
+                    .find_map(|a| a.strip_prefix("--config=").map(str::to_string))
+            });
+        let mut merged = vec![args.first().cloned().unwrap_or_else(|| "slotgate".into())];
+        if let Some(p) = cfg_path {
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| anyhow::anyhow!("cannot read config file {p}: {e}"))?;
+            merged
+                .extend(toml_to_args(&text).map_err(|e| anyhow::anyhow!("config file {p}: {e}"))?);
+        }
+        merged.extend(args.into_iter().skip(1));
+        Ok(Cli::parse_from(merged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_becomes_flags_and_cli_wins() {
+        let mut a = vec!["slotgate".to_string()];
+        a.extend(
+            toml_to_args(
+                "listen = \"127.0.0.1:7777\"\nseed = [\"a:1\", \"b:2\"]\nconns_per_node = 4\n",
+            )
+            .unwrap(),
+        );
+        a.extend(["--listen".to_string(), "127.0.0.1:8888".to_string()]);
+        let c = Cli::parse_from(a);
+        assert_eq!(c.listen.port(), 8888);
+        assert_eq!(c.seeds, vec!["a:1", "b:2"]);
+        assert_eq!(c.conns_per_node, 4);
+    }
+}

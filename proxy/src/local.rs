@@ -1,0 +1,801 @@
+//! Commands the proxy answers itself (PING, HELLO, AUTH, CLIENT, COMMAND, CLUSTER ... as one
+//! node owning all slots), and the broadcast strategy for keyless commands that concern the
+//! whole cluster (DBSIZE, FLUSHALL, KEYS, SCAN, RANDOMKEY, SCRIPT, FUNCTION, INFO keyspace).
+
+use crate::client::ClientState;
+use crate::proxy::Proxy;
+use crate::redirect::error_reply;
+use crate::splitter::{encode, Pending};
+use bytes::{Bytes, BytesMut};
+use slotgate_protocol::commands::{self, flags, CommandSpec};
+use slotgate_protocol::resp::{self, parse_i64};
+use slotgate_protocol::Frame;
+use std::sync::Arc;
+
+/// Commands the proxy refuses, with the reason given to the client.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    (
+        "multi",
+        "transactions are not supported through the proxy yet",
+    ),
+    (
+        "exec",
+        "transactions are not supported through the proxy yet",
+    ),
+    (
+        "discard",
+        "transactions are not supported through the proxy yet",
+    ),
+    (
+        "watch",
+        "transactions are not supported through the proxy yet",
+    ),
+    (
+        "unwatch",
+        "transactions are not supported through the proxy yet",
+    ),
+    (
+        "subscribe",
+        "pub/sub is not supported through the proxy yet",
+    ),
+    (
+        "psubscribe",
+        "pub/sub is not supported through the proxy yet",
+    ),
+    (
+        "ssubscribe",
+        "pub/sub is not supported through the proxy yet",
+    ),
+    (
+        "unsubscribe",
+        "pub/sub is not supported through the proxy yet",
+    ),
+    (
+        "punsubscribe",
+        "pub/sub is not supported through the proxy yet",
+    ),
+    (
+        "sunsubscribe",
+        "pub/sub is not supported through the proxy yet",
+    ),
+    ("monitor", "MONITOR is not supported through the proxy"),
+    (
+        "sync",
+        "replication commands are not supported through the proxy",
+    ),
+    (
+        "psync",
+        "replication commands are not supported through the proxy",
+    ),
+    (
+        "replicaof",
+        "replication commands are not supported through the proxy",
+    ),
+    (
+        "slaveof",
+        "replication commands are not supported through the proxy",
+    ),
+    ("shutdown", "SHUTDOWN is not supported through the proxy"),
+    ("debug", "DEBUG is not supported through the proxy"),
+    ("config", "CONFIG is not supported through the proxy yet"),
+    ("wait", "WAIT is not supported through the proxy yet"),
+    ("swapdb", "SWAPDB is not supported in cluster mode"),
+    ("move", "MOVE is not supported in cluster mode"),
+    ("migrate", "MIGRATE is not supported through the proxy"),
+    ("failover", "FAILOVER is not supported through the proxy"),
+    (
+        "save",
+        "persistence commands are not supported through the proxy",
+    ),
+    (
+        "bgsave",
+        "persistence commands are not supported through the proxy",
+    ),
+    (
+        "bgrewriteaof",
+        "persistence commands are not supported through the proxy",
+    ),
+    ("acl", "ACL is not supported through the proxy"),
+    ("module", "MODULE is not supported through the proxy"),
+    ("slowlog", "SLOWLOG is not supported through the proxy yet"),
+    ("latency", "LATENCY is not supported through the proxy"),
+    (
+        "memory",
+        "MEMORY is only supported with a key (MEMORY USAGE key)",
+    ),
+];
+
+/// The Redis "unknown command" error.
+pub fn unknown_command(args: &[Bytes]) -> Bytes {
+    let t = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(128)]).into_owned();
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        t(&args[0])
+    );
+    for a in &args[1..] {
+        msg.push_str(&format!("'{}' ", t(a)));
+    }
+    error_reply(&msg)
+}
+
+fn ok() -> Bytes {
+    Bytes::from_static(b"+OK\r\n")
+}
+
+fn bulk(b: &[u8]) -> Bytes {
+    let mut o = BytesMut::new();
+    resp::write_bulk(&mut o, b);
+    o.freeze()
+}
+
+fn int(n: i64) -> Bytes {
+    let mut o = BytesMut::new();
+    resp::write_integer(&mut o, n);
+    o.freeze()
+}
+
+fn frame(f: &Frame, resp3: bool) -> Bytes {
+    let mut o = BytesMut::new();
+    if resp3 {
+        f.encode(&mut o);
+    } else {
+        commands::to_resp2(f.clone()).encode(&mut o);
+    }
+    o.freeze()
+}
+
+fn wrong_arity(name: &str) -> Bytes {
+    error_reply(&format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+fn is(a: &[u8], w: &str) -> bool {
+    a.eq_ignore_ascii_case(w.as_bytes())
+}
+
+/// Handles proxy-local commands; `None` means "route it".
+pub fn handle(
+    proxy: &Proxy,
+    client: &mut ClientState,
+    spec: &'static CommandSpec,
+    args: &[Bytes],
+    enc: &mut BytesMut,
+) -> Option<Pending> {
+    let top = commands::lookup(&args[0]).unwrap_or(spec);
+    let name = top.name;
+    if !commands::arity_ok(top, args.len()) {
+        return Some(Pending::Ready(wrong_arity(name)));
+    }
+    if !client.authenticated && !spec.has_flag(flags::NO_AUTH) {
+        return Some(Pending::Ready(error_reply(
+            "NOAUTH Authentication required.",
+        )));
+    }
+    if let Some((_, why)) = UNSUPPORTED.iter().find(|(n, _)| *n == name) {
+        if !(name == "memory" && args.len() >= 3 && is(&args[1], "usage")) {
+            return Some(Pending::Ready(error_reply(&format!("ERR slotgate: {why}"))));
+        }
+    }
+    let r = |b: Bytes| Some(Pending::Ready(b));
+    match name {
+        "ping" => match args.len() {
+            1 => r(Bytes::from_static(b"+PONG\r\n")),
+            2 => r(bulk(&args[1])),
+            _ => r(wrong_arity("ping")),
+        },
+        "echo" => r(bulk(&args[1])),
+        "quit" => Some(Pending::Close(ok())),
+        "select" => match parse_i64(&args[1]) {
+            Some(0) => r(ok()),
+            Some(_) => r(error_reply("ERR SELECT is not allowed in cluster mode")),
+            None => r(error_reply("ERR value is not an integer or out of range")),
+        },
+        "readonly" | "readwrite" => r(ok()),
+        "auth" => r(auth(proxy, client, &args[1..])),
+        "hello" => r(hello(proxy, client, args)),
+        "client" => r(client_cmd(proxy, client, args)),
+        "command" => r(command_cmd(client, args)),
+        "cluster" => r(cluster_cmd(proxy, client, args)),
+        "dbsize" => Some(Pending::Local(Job::SumMasters(encode(enc, args)))),
+        "flushall" | "flushdb" => Some(Pending::Local(Job::AllMasters(encode(enc, args)))),
+        "keys" => Some(Pending::Local(Job::ConcatMasters(encode(enc, args)))),
+        "randomkey" => Some(Pending::Local(Job::RandomKey)),
+        "scan" => Some(Pending::Local(Job::Scan(args.to_vec()))),
+        "info" => Some(Pending::Local(Job::Info(args.to_vec()))),
+        "script" if args.len() >= 2 && is(&args[1], "exists") => Some(Pending::Local(
+            Job::ScriptExists(encode(enc, args), args.len() - 2),
+        )),
+        "script" | "function" => {
+            if args.len() >= 2
+                && (is(&args[1], "load")
+                    || is(&args[1], "flush")
+                    || is(&args[1], "delete")
+                    || is(&args[1], "restore")
+                    || is(&args[1], "kill"))
+            {
+                Some(Pending::Local(Job::AllMasters(encode(enc, args))))
+            } else {
+                Some(Pending::Local(Job::AnyMaster(encode(enc, args))))
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Keyless commands that are not local: sent to any master (TIME, PUBLISH, EVAL with 0 keys...).
+pub fn keyless(
+    _proxy: &Proxy,
+    _client: &mut ClientState,
+    spec: &'static CommandSpec,
+    args: &[Bytes],
+    enc: &mut BytesMut,
+) -> Pending {
+    if spec.has_flag(flags::ADMIN) {
+        return Pending::Ready(error_reply(&format!(
+            "ERR slotgate: '{}' is an admin command and is not supported through the proxy",
+            spec.name
+        )));
+    }
+    Pending::Local(Job::AnyMaster(encode(enc, args)))
+}
+
+fn auth(proxy: &Proxy, client: &mut ClientState, a: &[Bytes]) -> Bytes {
+    let Some(pass) = &proxy.cfg.requirepass else {
+        return error_reply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+    };
+    let (user, pw) = match a.len() {
+        1 => (&b"default"[..], &a[0]),
+        2 => (&a[0][..], &a[1]),
+        _ => return error_reply("ERR syntax error"),
+    };
+    if user == b"default" && pw.as_ref() == pass.as_bytes() {
+        client.authenticated = true;
+        ok()
+    } else {
+        error_reply("WRONGPASS invalid username-password pair or user is disabled.")
+    }
+}
+
+fn hello(proxy: &Proxy, client: &mut ClientState, args: &[Bytes]) -> Bytes {
+    let mut i = 1;
+    let mut proto = if client.resp3 { 3 } else { 2 };
+    if args.len() > 1 {
+        match parse_i64(&args[1]) {
+            Some(2) => proto = 2,
+            Some(3) => proto = 3,
+            Some(_) => return error_reply("NOPROTO unsupported protocol version"),
+            None => return error_reply("ERR Protocol version is not an integer or out of range"),
+        }
+        i = 2;
+    }
+    while i < args.len() {
+        if is(&args[i], "auth") && i + 2 < args.len() {
+            let r = auth(proxy, client, &args[i + 1..i + 3]);
+            if r.first() == Some(&b'-') {
+                return r;
+            }
+            i += 3;
+        } else if is(&args[i], "setname") && i + 1 < args.len() {
+            *client.info.name.lock() = Some(args[i + 1].clone());
+            i += 2;
+        } else {
+            return error_reply(&format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(&args[i])
+            ));
+        }
+    }
+    if !client.authenticated {
+        return error_reply("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    client.resp3 = proto == 3;
+    let f = Frame::Map(vec![
+        (Frame::bulk("server"), Frame::bulk("redis")),
+        (Frame::bulk("version"), Frame::bulk("7.0.15")),
+        (Frame::bulk("proto"), Frame::Integer(proto)),
+        (Frame::bulk("id"), Frame::Integer(client.id as i64)),
+        (Frame::bulk("mode"), Frame::bulk("standalone")),
+        (Frame::bulk("role"), Frame::bulk("master")),
+        (Frame::bulk("modules"), Frame::Array(vec![])),
+    ]);
+    frame(&f, client.resp3)
+}
+
+fn client_cmd(proxy: &Proxy, client: &mut ClientState, args: &[Bytes]) -> Bytes {
+    let sub = args
+        .get(1)
+        .map(|a| a.to_ascii_lowercase())
+        .unwrap_or_default();
+    match sub.as_slice() {
+        b"id" => int(client.id as i64),
+        b"setname" if args.len() == 3 => {
+            if args[2].iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+                return error_reply(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            *client.info.name.lock() = if args[2].is_empty() {
+                None
+            } else {
+                Some(args[2].clone())
+            };
+            ok()
+        }
+        b"getname" => match client.info.name.lock().clone() {
+            Some(n) => bulk(&n),
+            None => Bytes::from_static(b"$-1\r\n"),
+        },
+        b"setinfo" if args.len() == 4 => {
+            let mut lib = client.info.lib.lock();
+            let v = String::from_utf8_lossy(&args[3]).into_owned();
+            if is(&args[2], "lib-name") {
+                lib.0 = v;
+            } else if is(&args[2], "lib-ver") {
+                lib.1 = v;
+            } else {
+                return error_reply(&format!(
+                    "ERR Unrecognized option '{}'",
+                    String::from_utf8_lossy(&args[2])
+                ));
+            }
+            ok()
+        }
+        b"list" => {
+            let mut text = String::new();
+            for c in proxy.clients.lock().values() {
+                text.push_str(&c.line());
+                text.push('\n');
+            }
+            bulk(text.as_bytes())
+        }
+        b"info" => bulk((client.info.line() + "\n").as_bytes()),
+        b"kill" if args.len() >= 3 => {
+            let clients: Vec<_> = proxy.clients.lock().values().cloned().collect();
+            let mut n = 0;
+            if args.len() == 3 {
+                for c in &clients {
+                    if c.addr.as_bytes() == &args[2][..] {
+                        c.killed.store(true, std::sync::atomic::Ordering::Release);
+                        c.kill.notify_one();
+                        return ok();
+                    }
+                }
+                return error_reply("ERR No such client");
+            }
+            let mut i = 2;
+            while i + 1 < args.len() {
+                for c in &clients {
+                    let hit = (is(&args[i], "id") && parse_i64(&args[i + 1]) == Some(c.id as i64))
+                        || (is(&args[i], "addr") && c.addr.as_bytes() == &args[i + 1][..]);
+                    if hit && c.id != client.id {
+                        c.kill.notify_one();
+                        n += 1;
+                    }
+                }
+                i += 2;
+            }
+            int(n)
+        }
+        b"no-evict" | b"no-touch" | b"reply" => ok(),
+        _ => error_reply(&format!(
+            "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(args.get(1).map(|a| &a[..]).unwrap_or(b""))
+        )),
+    }
+}
+
+fn command_cmd(client: &ClientState, args: &[Bytes]) -> Bytes {
+    let sub = args
+        .get(1)
+        .map(|a| a.to_ascii_lowercase())
+        .unwrap_or_default();
+    match sub.as_slice() {
+        b"" => {
+            let all: Vec<Frame> = commands::all().iter().map(commands::command_info).collect();
+            frame(&Frame::Array(all), client.resp3)
+        }
+        b"count" => int(commands::all().len() as i64),
+        b"info" => {
+            let items = args[2..]
+                .iter()
+                .map(|n| {
+                    commands::lookup_fullname(n)
+                        .map(commands::command_info)
+                        .unwrap_or(Frame::Null)
+                })
+                .collect();
+            frame(&Frame::Array(items), client.resp3)
+        }
+        b"docs" => {
+            let mut pairs = Vec::new();
+            let specs: Vec<&CommandSpec> = if args.len() > 2 {
+                args[2..]
+                    .iter()
+                    .filter_map(|n| commands::lookup_fullname(n))
+                    .collect()
+            } else {
+                commands::all().iter().collect()
+            };
+            for s in specs {
+                pairs.push((Frame::bulk(s.name), commands::command_docs(s)));
+            }
+            frame(&Frame::Map(pairs), client.resp3)
+        }
+        b"getkeys" if args.len() > 2 => {
+            let mut kp = commands::KeyPositions::new();
+            match commands::getkeys(&args[2..], &mut kp) {
+                Ok(_) => {
+                    let keys = kp
+                        .iter()
+                        .map(|&i| Frame::Bulk(args[2 + i].clone()))
+                        .collect();
+                    frame(&Frame::Array(keys), client.resp3)
+                }
+                Err(e) => error_reply(commands::getkeys_error_text(e)),
+            }
+        }
+        b"list" => {
+            let names = commands::all()
+                .iter()
+                .map(|s| Frame::bulk(s.name))
+                .collect();
+            frame(&Frame::Array(names), client.resp3)
+        }
+        _ => error_reply(&format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(&args[1])
+        )),
+    }
+}
+
+fn cluster_cmd(proxy: &Proxy, client: &ClientState, args: &[Bytes]) -> Bytes {
+    let sub = args[1].to_ascii_lowercase();
+    let ip = proxy.cfg.listen.ip().to_string();
+    let port = proxy.cfg.listen.port() as i64;
+    match sub.as_slice() {
+        b"info" => bulk(
+            b"cluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:1\r\ncluster_size:1\r\ncluster_current_epoch:1\r\ncluster_my_epoch:1\r\n",
+        ),
+        b"myid" => bulk(proxy.id.as_bytes()),
+        b"keyslot" if args.len() == 3 => int(slotgate_protocol::key_slot(&args[2]) as i64),
+        b"slots" => {
+            let node = Frame::Array(vec![
+                Frame::bulk(ip.clone()),
+                Frame::Integer(port),
+                Frame::bulk(proxy.id.clone()),
+            ]);
+            let f = Frame::Array(vec![Frame::Array(vec![
+                Frame::Integer(0),
+                Frame::Integer(16383),
+                node,
+            ])]);
+            frame(&f, client.resp3)
+        }
+        b"shards" => {
+            let node = Frame::Map(vec![
+                (Frame::bulk("id"), Frame::bulk(proxy.id.clone())),
+                (Frame::bulk("port"), Frame::Integer(port)),
+                (Frame::bulk("ip"), Frame::bulk(ip.clone())),
+                (Frame::bulk("endpoint"), Frame::bulk(ip.clone())),
+                (Frame::bulk("role"), Frame::bulk("master")),
+                (Frame::bulk("replication-offset"), Frame::Integer(0)),
+                (Frame::bulk("health"), Frame::bulk("online")),
+            ]);
+            let shard = Frame::Map(vec![
+                (Frame::bulk("slots"), Frame::Array(vec![Frame::Integer(0), Frame::Integer(16383)])),
+                (Frame::bulk("nodes"), Frame::Array(vec![node])),
+            ]);
+            frame(&Frame::Array(vec![shard]), client.resp3)
+        }
+        b"nodes" => bulk(
+            format!(
+                "{} {ip}:{port}@{} myself,master - 0 0 1 connected 0-16383\n",
+                proxy.id,
+                port + 10000
+            )
+            .as_bytes(),
+        ),
+        _ => error_reply(&format!(
+            "ERR slotgate: CLUSTER {} is not supported through the proxy",
+            String::from_utf8_lossy(&args[1]).to_uppercase()
+        )),
+    }
+}
+
+/// Asynchronous local work (broadcasts and aggregations over the masters).
+pub enum Job {
+    /// Send to every master; reply OK when all succeed (FLUSHALL, SCRIPT LOAD → first reply).
+    AllMasters(Bytes),
+    /// Send to every master and sum integer replies (DBSIZE).
+    SumMasters(Bytes),
+    /// Send to every master and concatenate array replies (KEYS).
+    ConcatMasters(Bytes),
+    /// SCRIPT EXISTS: a script exists only if every master has it.
+    ScriptExists(Bytes, usize),
+    /// Send to any one master.
+    AnyMaster(Bytes),
+    /// RANDOMKEY over a random master (then the others if it is empty).
+    RandomKey,
+    /// SCAN with a cursor that encodes the master index.
+    Scan(Vec<Bytes>),
+    /// INFO: the proxy's own sections plus keyspace summed over masters.
+    Info(Vec<Bytes>),
+}
+
+async fn to_master(proxy: &Proxy, client: &ClientState, addr: &Arc<str>, data: Bytes) -> Bytes {
+    let pool = if client.resp3 {
+        proxy.router.pool3(addr)
+    } else {
+        proxy.router.pool(addr)
+    };
+    match pool.send(client.id, data, 1).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => error_reply(&format!("ERR slotgate: {e}")),
+        Err(_) => error_reply("ERR slotgate: backend connection closed"),
+    }
+}
+
+async fn all_masters(proxy: &Proxy, client: &ClientState, data: &Bytes) -> Vec<Bytes> {
+    let masters = sorted_masters(proxy);
+    let mut rxs = Vec::new();
+    for m in &masters {
+        let pool = if client.resp3 {
+            proxy.router.pool3(m)
+        } else {
+            proxy.router.pool(m)
+        };
+        rxs.push(pool.send(client.id, data.clone(), 1));
+    }
+    let mut out = Vec::new();
+    for rx in rxs {
+        out.push(match rx.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => error_reply(&format!("ERR slotgate: {e}")),
+            Err(_) => error_reply("ERR slotgate: backend connection closed"),
+        });
+    }
+    out
+}
+
+fn sorted_masters(proxy: &Proxy) -> Vec<Arc<str>> {
+    let mut m = proxy.router.map().masters();
+    m.sort();
+    m
+}
+
+fn first_error(replies: &[Bytes]) -> Option<Bytes> {
+    replies.iter().find(|r| r.first() == Some(&b'-')).cloned()
+}
+
+fn decode(b: &Bytes) -> Option<Frame> {
+    resp::decode_complete(b).ok()
+}
+
+impl Job {
+    /// Runs the job and returns the raw reply.
+    pub async fn run(self, proxy: &Proxy, client: &ClientState) -> Bytes {
+        match self {
+            Job::AllMasters(data) => {
+                let replies = all_masters(proxy, client, &data).await;
+                if replies.is_empty() {
+                    return error_reply("CLUSTERDOWN The cluster is down");
+                }
+                if let Some(e) = first_error(&replies) {
+                    return e;
+                }
+                replies[0].clone()
+            }
+            Job::SumMasters(data) => {
+                let replies = all_masters(proxy, client, &data).await;
+                if let Some(e) = first_error(&replies) {
+                    return e;
+                }
+                let mut total = 0;
+                for r in &replies {
+                    if let Some(Frame::Integer(n)) = decode(r) {
+                        total += n;
+                    }
+                }
+                int(total)
+            }
+            Job::ConcatMasters(data) => {
+                let replies = all_masters(proxy, client, &data).await;
+                if let Some(e) = first_error(&replies) {
+                    return e;
+                }
+                let mut items = Vec::new();
+                for r in &replies {
+                    if let Some(Frame::Array(v) | Frame::Set(v)) = decode(r) {
+                        items.extend(v);
+                    }
+                }
+                frame(&Frame::Array(items), client.resp3)
+            }
+            Job::ScriptExists(data, n) => {
+                let replies = all_masters(proxy, client, &data).await;
+                if let Some(e) = first_error(&replies) {
+                    return e;
+                }
+                let mut all = vec![1i64; n];
+                for r in &replies {
+                    if let Some(Frame::Array(v)) = decode(r) {
+                        for (i, f) in v.iter().enumerate() {
+                            if let (Some(slot), Frame::Integer(x)) = (all.get_mut(i), f) {
+                                *slot &= *x;
+                            }
+                        }
+                    }
+                }
+                frame(
+                    &Frame::Array(all.into_iter().map(Frame::Integer).collect()),
+                    client.resp3,
+                )
+            }
+            Job::AnyMaster(data) => {
+                let masters = sorted_masters(proxy);
+                if masters.is_empty() {
+                    return error_reply("CLUSTERDOWN The cluster is down");
+                }
+                let i = (client.id as usize) % masters.len();
+                to_master(proxy, client, &masters[i], data).await
+            }
+            Job::RandomKey => {
+                let masters = sorted_masters(proxy);
+                let start = rand::random::<usize>() % masters.len().max(1);
+                for k in 0..masters.len() {
+                    let m = &masters[(start + k) % masters.len()];
+                    let r = to_master(
+                        proxy,
+                        client,
+                        m,
+                        Bytes::from_static(b"*1\r\n$9\r\nRANDOMKEY\r\n"),
+                    )
+                    .await;
+                    if r.first() == Some(&b'$') && !r.starts_with(b"$-1") {
+                        return r;
+                    }
+                    if r.first() == Some(&b'-') {
+                        return r;
+                    }
+                }
+                Bytes::from_static(b"$-1\r\n")
+            }
+            Job::Scan(args) => scan(proxy, client, args).await,
+            Job::Info(args) => info(proxy, client, args).await,
+        }
+    }
+}
+
+/// SCAN over all masters: cursor = node_cursor * 1024 + master index.
+async fn scan(proxy: &Proxy, client: &ClientState, mut args: Vec<Bytes>) -> Bytes {
+    let Some(cursor) = std::str::from_utf8(&args[1])
+        .ok()
+        .and_then(|s| s.parse::<u128>().ok())
+    else {
+        return error_reply("ERR invalid cursor");
+    };
+    let masters = sorted_masters(proxy);
+    if masters.is_empty() {
+        return error_reply("CLUSTERDOWN The cluster is down");
+    }
+    let mut idx = (cursor % 1024) as usize;
+    let node_cursor = cursor / 1024;
+    if idx >= masters.len() {
+        return error_reply("ERR invalid cursor");
+    }
+    args[1] = Bytes::from(node_cursor.to_string());
+    let mut enc = BytesMut::new();
+    let data = encode(&mut enc, &args);
+    let r = to_master(proxy, client, &masters[idx], data).await;
+    let Some(Frame::Array(parts)) = decode(&r) else {
+        return r;
+    };
+    let (Some(Frame::Bulk(next)), Some(keys)) = (parts.first(), parts.get(1)) else {
+        return r;
+    };
+    let next: u128 = std::str::from_utf8(next)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let out_cursor = if next == 0 {
+        idx += 1;
+        if idx >= masters.len() {
+            0
+        } else {
+            idx as u128
+        }
+    } else {
+        next * 1024 + idx as u128
+    };
+    let f = Frame::Array(vec![Frame::bulk(out_cursor.to_string()), keys.clone()]);
+    frame(&f, client.resp3)
+}
+
+async fn info(proxy: &Proxy, client: &ClientState, args: Vec<Bytes>) -> Bytes {
+    use std::fmt::Write;
+    let want = |s: &str| {
+        args.len() == 1
+            || args[1..]
+                .iter()
+                .any(|a| is(a, s) || is(a, "all") || is(a, "everything") || is(a, "default"))
+    };
+    let mut t = String::new();
+    if want("server") {
+        let _ = write!(
+            t,
+            "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\nredis_mode:standalone\r\nslotgate_version:{}\r\nslotgate_role:proxy\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            proxy.id,
+            proxy.cfg.listen.port(),
+            proxy.started.elapsed().as_secs()
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            t,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            proxy.clients.lock().len(),
+            proxy.cfg.maxclients
+        );
+    }
+    if want("stats") {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = write!(
+            t,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\r\n",
+            proxy.connections.load(Relaxed),
+            proxy.commands.load(Relaxed),
+            proxy.rejected.load(Relaxed)
+        );
+    }
+    if want("cluster") {
+        let map = proxy.router.map();
+        let _ = write!(
+            t,
+            "# Cluster\r\ncluster_enabled:0\r\nbackend_masters:{}\r\nslots_covered:{}\r\nslot_map_version:{}\r\n\r\n",
+            map.masters().len(),
+            map.covered(),
+            map.version
+        );
+    }
+    if want("keyspace") {
+        let replies = all_masters(
+            proxy,
+            client,
+            &Bytes::from_static(b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n"),
+        )
+        .await;
+        let (mut keys, mut expires) = (0u64, 0u64);
+        for r in &replies {
+            if let Some(f) = decode(r) {
+                if let Some(text) = f.as_bytes() {
+                    for line in String::from_utf8_lossy(text).lines() {
+                        if let Some(rest) = line.strip_prefix("db0:") {
+                            for kv in rest.split(',') {
+                                if let Some(v) = kv.strip_prefix("keys=") {
+                                    keys += v.parse::<u64>().unwrap_or(0);
+                                }
+                                if let Some(v) = kv.strip_prefix("expires=") {
+                                    expires += v.parse::<u64>().unwrap_or(0);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        t.push_str("# Keyspace\r\n");
+        if keys > 0 {
+            let _ = write!(t, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
+        }
+    }
+    if client.resp3 {
+        let mut o = BytesMut::new();
+        Frame::Verbatim(Bytes::from_static(b"txt"), Bytes::from(t)).encode(&mut o);
+        o.freeze()
+    } else {
+        bulk(t.as_bytes())
+    }
+}

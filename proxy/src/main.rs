@@ -1,0 +1,156 @@
+//! `slotgate`: the cluster proxy. Legacy (non-cluster) clients connect to one address and use a
+//! whole Redis Cluster as if it were one Redis.
+//!
+//! Request path: client connection (`client.rs`) → command splitter (`splitter.rs`, strategies;
+//! `local.rs` for proxy-answered and broadcast commands) → router over the slot map
+//! (`router.rs`, `slotmap.rs`) → per-node connection pool (`pool.rs`); redirects in
+//! `redirect.rs`; metrics in `metrics.rs`.
+
+mod client;
+mod config;
+mod local;
+mod metrics;
+mod pool;
+mod proxy;
+mod redirect;
+mod router;
+mod slotmap;
+mod splitter;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+fn main() {
+    let cli = match config::Cli::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("slotgate: {e}");
+            std::process::exit(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_level.clone()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("slotgate: cannot start runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(run(cli));
+    std::process::exit(code);
+}
+
+async fn run(cli: config::Cli) -> i32 {
+    if cli.seeds.is_empty() {
+        eprintln!("slotgate: no cluster to front: give at least one --seed HOST:PORT");
+        return 2;
+    }
+    let listener = match tokio::net::TcpListener::bind(cli.listen).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!(
+                "slotgate: {} is already in use (is a redis-server running there?). Pick another address with --listen 127.0.0.1:PORT",
+                cli.listen
+            );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("slotgate: cannot listen on {}: {e}", cli.listen);
+            return 1;
+        }
+    };
+    let listen = listener.local_addr().unwrap_or(cli.listen);
+    if let Some(addr) = cli.metrics {
+        if let Err(e) = metrics::install(addr) {
+            eprintln!("slotgate: cannot serve metrics on {addr}: {e}");
+            return 1;
+        }
+    }
+    let pool_cfg = pool::PoolConfig {
+        conns_per_node: cli.conns_per_node,
+        connect_timeout: Duration::from_millis(cli.connect_timeout_ms),
+        read_timeout: Duration::from_millis(cli.read_timeout_ms),
+        down_for: Duration::from_millis(cli.down_ms),
+        auth: cli
+            .backend_password
+            .clone()
+            .map(|p| (cli.backend_user.clone(), p)),
+        readonly: false,
+        resp3: false,
+    };
+    let router = router::Router::new(router::RouterConfig {
+        seeds: cli.seeds.clone(),
+        pool: pool_cfg,
+        min_refresh_interval: Duration::from_millis(cli.min_refresh_interval_ms),
+        refresh_period: Duration::from_secs(cli.refresh_interval_secs),
+    });
+    // Discover the cluster before serving (keep trying for a while; then serve anyway and let
+    // the background refresh find it).
+    let mut tries = 0;
+    loop {
+        match router.refresh(None).await {
+            Ok(()) => break,
+            Err(e) => {
+                tries += 1;
+                if tries == 1 || tries % 10 == 0 {
+                    tracing::warn!("cannot discover the cluster yet: {e:#}");
+                }
+                if tries >= 60 {
+                    tracing::error!("serving without a slot map; requests fail with CLUSTERDOWN until a seed answers");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    tokio::spawn(router.clone().refresh_loop());
+    if cli.metrics.is_some() {
+        tokio::spawn(metrics::publish_loop(router.clone()));
+    }
+    let cfg = proxy::ProxyConfig {
+        listen,
+        requirepass: cli.requirepass.clone(),
+        maxclients: cli.maxclients,
+        idle_timeout: Duration::from_secs(cli.idle_timeout_secs),
+        request_timeout: Duration::from_millis(cli.request_timeout_ms),
+        max_pipeline: cli.max_pipeline.max(1),
+        max_query_buffer: cli.max_query_buffer,
+    };
+    let p = Arc::new(proxy::Proxy::new(cfg, router.clone()));
+    let map = router.map();
+    tracing::info!(
+        "slotgate ready on {listen}: {} masters, {} slots covered{}",
+        map.masters().len(),
+        map.covered(),
+        cli.metrics
+            .map(|m| format!(", metrics on http://{m}/metrics"))
+            .unwrap_or_default()
+    );
+    println!("Ready to accept connections on {listen}");
+    let server = tokio::spawn(proxy::serve(p, listener));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.abort();
+    0
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}

@@ -1,0 +1,371 @@
+//! Per-node backend connection pool: a small fixed number of multiplexed, pipelined
+//! connections to one cluster node.
+//!
+//! Each connection is one task owning its socket. Requests from many clients are queued to
+//! it, written in batches (one syscall for everything queued), and replies are matched to
+//! requests in FIFO order by framing them with `protocol::frame_len`. A client always uses
+//! the same connection of a node (chosen by client id), so its requests to that node keep
+//! their order. A connection that cannot connect marks the node down for a short while;
+//! requests then fail fast with a clear error instead of waiting.
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// Errors from a backend.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// Could not connect (node down).
+    #[error("backend {0} is unreachable: {1}")]
+    Unreachable(Arc<str>, String),
+    /// The connection broke or timed out with the request in flight.
+    #[error("backend {0} connection lost: {1}")]
+    Lost(Arc<str>, String),
+    /// The backend sent something that is not RESP.
+    #[error("backend {0} protocol error")]
+    Protocol(Arc<str>),
+}
+
+/// Settings shared by every pool.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Connections per node.
+    pub conns_per_node: usize,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// How long a request may wait for its reply.
+    pub read_timeout: Duration,
+    /// How long a node stays marked down after a failed connect.
+    pub down_for: Duration,
+    /// AUTH sent on connect: (user, password).
+    pub auth: Option<(Option<String>, String)>,
+    /// Send READONLY on connect (replica connections).
+    pub readonly: bool,
+    /// Use RESP3 (HELLO 3) on these connections.
+    pub resp3: bool,
+}
+
+/// One request: encoded command bytes and how many reply frames they produce. The last
+/// reply frame is delivered (earlier ones, e.g. ASKING's `+OK`, are dropped).
+pub struct Request {
+    /// Encoded RESP command(s).
+    pub data: Bytes,
+    /// Number of reply frames expected.
+    pub frames: u32,
+    /// Where the reply goes.
+    pub reply: oneshot::Sender<Result<Bytes, BackendError>>,
+}
+
+/// Live counters of a pool (metrics, status).
+#[derive(Default)]
+pub struct PoolStats {
+    /// Requests sent.
+    pub requests: AtomicU64,
+    /// Errors (connect failures, lost connections).
+    pub errors: AtomicU64,
+    /// Connections currently established.
+    pub connected: AtomicU64,
+}
+
+/// The pool of one node.
+pub struct Pool {
+    /// Node address `host:port`.
+    pub addr: Arc<str>,
+    conns: Vec<mpsc::UnboundedSender<Request>>,
+    down_until: Mutex<Option<(Instant, String)>>,
+    /// Counters.
+    pub stats: Arc<PoolStats>,
+}
+
+impl Pool {
+    /// Starts the connection tasks of a new pool (they connect lazily, on first request).
+    pub fn new(addr: Arc<str>, cfg: &PoolConfig) -> Arc<Pool> {
+        let stats = Arc::new(PoolStats::default());
+        let n = cfg.conns_per_node.max(1);
+        let mut conns = Vec::with_capacity(n);
+        Arc::new_cyclic(|weak: &std::sync::Weak<Pool>| {
+            for _ in 0..n {
+                let (tx, rx) = mpsc::unbounded_channel();
+                conns.push(tx);
+                let task = ConnTask {
+                    addr: addr.clone(),
+                    cfg: cfg.clone(),
+                    rx,
+                    pool: weak.clone(),
+                    stats: stats.clone(),
+                };
+                tokio::spawn(task.run());
+            }
+            Pool {
+                addr: addr.clone(),
+                conns,
+                down_until: Mutex::new(None),
+                stats: stats.clone(),
+            }
+        })
+    }
+
+    /// Queues a request on the connection assigned to `client` and returns the reply future.
+    pub fn send(
+        &self,
+        client: u64,
+        data: Bytes,
+        frames: u32,
+    ) -> oneshot::Receiver<Result<Bytes, BackendError>> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(reason) = self.down_reason() {
+            let _ = tx.send(Err(BackendError::Unreachable(self.addr.clone(), reason)));
+            return rx;
+        }
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let idx = (client as usize) % self.conns.len();
+        let req = Request {
+            data,
+            frames,
+            reply: tx,
+        };
+        if let Err(mpsc::error::SendError(req)) = self.conns[idx].send(req) {
+            let _ = req.reply.send(Err(BackendError::Lost(
+                self.addr.clone(),
+                "pool closed".into(),
+            )));
+        }
+        rx
+    }
+
+    /// Why the node is marked down, if it is.
+    pub fn down_reason(&self) -> Option<String> {
+        let mut d = self.down_until.lock();
+        match &*d {
+            Some((until, why)) if Instant::now() < *until => Some(why.clone()),
+            Some(_) => {
+                *d = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn mark_down(&self, why: String, for_: Duration) {
+        *self.down_until.lock() = Some((Instant::now() + for_, why));
+    }
+
+    /// True when not marked down.
+    pub fn is_up(&self) -> bool {
+        self.down_reason().is_none()
+    }
+}
+
+struct ConnTask {
+    addr: Arc<str>,
+    cfg: PoolConfig,
+    rx: mpsc::UnboundedReceiver<Request>,
+    pool: std::sync::Weak<Pool>,
+    stats: Arc<PoolStats>,
+}
+
+struct Pending {
+    frames: u32,
+    reply: oneshot::Sender<Result<Bytes, BackendError>>,
+}
+
+/// Dials `addr` (`host:port`, IPv6 hosts in brackets or bare).
+pub async fn dial(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+    let target = match addr.rfind(':') {
+        Some(i) if addr[..i].contains(':') && !addr.starts_with('[') => {
+            format!("[{}]:{}", &addr[..i], &addr[i + 1..])
+        }
+        _ => addr.to_string(),
+    };
+    let s = tokio::time::timeout(timeout, TcpStream::connect(target))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+/// Sends one command on a fresh connection and reads one reply frame (setup commands).
+pub async fn roundtrip(
+    s: &mut TcpStream,
+    args: &[&[u8]],
+    timeout: Duration,
+) -> std::io::Result<Bytes> {
+    let mut out = BytesMut::new();
+    slotgate_protocol::resp::write_command(&mut out, args);
+    s.write_all(&out).await?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let deadline = Instant::now() + timeout;
+    loop {
+        match slotgate_protocol::frame_len(&buf) {
+            Ok(Some(n)) => return Ok(buf.split_to(n).freeze()),
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, s.read_buf(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "reply timed out"))??;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed",
+            ));
+        }
+    }
+}
+
+impl ConnTask {
+    async fn connect(&self) -> Result<TcpStream, String> {
+        let mut s = dial(&self.addr, self.cfg.connect_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        let t = self.cfg.read_timeout;
+        if let Some((user, pass)) = &self.cfg.auth {
+            let r = match user {
+                Some(u) => roundtrip(&mut s, &[b"AUTH", u.as_bytes(), pass.as_bytes()], t).await,
+                None => roundtrip(&mut s, &[b"AUTH", pass.as_bytes()], t).await,
+            }
+            .map_err(|e| e.to_string())?;
+            if r.first() == Some(&b'-') {
+                return Err(format!(
+                    "AUTH failed: {}",
+                    String::from_utf8_lossy(&r[1..]).trim_end()
+                ));
+            }
+        }
+        if self.cfg.resp3 {
+            let r = roundtrip(&mut s, &[b"HELLO", b"3"], t)
+                .await
+                .map_err(|e| e.to_string())?;
+            if r.first() == Some(&b'-') {
+                return Err("backend does not speak RESP3".into());
+            }
+        }
+        if self.cfg.readonly {
+            let _ = roundtrip(&mut s, &[b"READONLY"], t).await;
+        }
+        Ok(s)
+    }
+
+    async fn run(mut self) {
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        let mut wbuf = BytesMut::with_capacity(16 * 1024);
+        let mut rbuf = BytesMut::with_capacity(16 * 1024);
+        loop {
+            // Wait for work before connecting (lazy connect).
+            let Some(first) = self.rx.recv().await else {
+                return;
+            };
+            let mut sock = match self.connect().await {
+                Ok(s) => s,
+                Err(why) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    if let Some(p) = self.pool.upgrade() {
+                        p.mark_down(why.clone(), self.cfg.down_for);
+                    }
+                    let err = BackendError::Unreachable(self.addr.clone(), why);
+                    let _ = first.reply.send(Err(err.clone()));
+                    while let Ok(r) = self.rx.try_recv() {
+                        let _ = r.reply.send(Err(err.clone()));
+                    }
+                    continue;
+                }
+            };
+            self.stats.connected.fetch_add(1, Ordering::Relaxed);
+            let mut next = Some(first);
+            let err = 'conn: loop {
+                // Queue everything available, then write it in one go.
+                if let Some(r) = next.take() {
+                    wbuf.extend_from_slice(&r.data);
+                    pending.push_back(Pending {
+                        frames: r.frames,
+                        reply: r.reply,
+                    });
+                    while let Ok(r) = self.rx.try_recv() {
+                        wbuf.extend_from_slice(&r.data);
+                        pending.push_back(Pending {
+                            frames: r.frames,
+                            reply: r.reply,
+                        });
+                        if wbuf.len() > 1 << 20 {
+                            break;
+                        }
+                    }
+                }
+                if !wbuf.is_empty() {
+                    if let Err(e) = sock.write_all(&wbuf).await {
+                        break 'conn e.to_string();
+                    }
+                    wbuf.clear();
+                }
+                let timeout = async {
+                    if pending.is_empty() {
+                        std::future::pending::<()>().await
+                    } else {
+                        tokio::time::sleep(self.cfg.read_timeout).await
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    r = sock.read_buf(&mut rbuf) => {
+                        match r {
+                            Ok(0) => break 'conn "connection closed by backend".to_string(),
+                            Err(e) => break 'conn e.to_string(),
+                            Ok(_) => {}
+                        }
+                        loop {
+                            match slotgate_protocol::frame_len(&rbuf) {
+                                Ok(Some(n)) => {
+                                    let frame = rbuf.split_to(n).freeze();
+                                    let Some(front) = pending.front_mut() else {
+                                        // A reply nobody asked for (e.g. a RESP3 push): drop it.
+                                        continue;
+                                    };
+                                    if frame.first() == Some(&b'>') {
+                                        continue;
+                                    }
+                                    front.frames -= 1;
+                                    if front.frames == 0 {
+                                        if let Some(p) = pending.pop_front() {
+                                            let _ = p.reply.send(Ok(frame));
+                                        }
+                                    }
+                                }
+                                Ok(None) => break,
+                                Err(_) => {
+                                    let e = BackendError::Protocol(self.addr.clone());
+                                    break 'conn e.to_string();
+                                }
+                            }
+                        }
+                        if rbuf.capacity() - rbuf.len() < 4096 {
+                            rbuf.reserve(16 * 1024);
+                        }
+                    }
+                    r = self.rx.recv() => {
+                        match r {
+                            Some(req) => next = Some(req),
+                            None => return,
+                        }
+                    }
+                    _ = timeout => break 'conn "read timeout".to_string(),
+                }
+            };
+            // The connection is gone: fail what is in flight (it may or may not have run).
+            self.stats.connected.fetch_sub(1, Ordering::Relaxed);
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            let e = BackendError::Lost(self.addr.clone(), err);
+            for p in pending.drain(..) {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+            wbuf.clear();
+            rbuf.clear();
+        }
+    }
+}

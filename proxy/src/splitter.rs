@@ -1,0 +1,350 @@
+//! The command splitter: turns one client request into backend work, with one strategy per
+//! family (as Envoy's redis_proxy does):
+//! * **simple** — every key in one slot: forwarded to that slot's master as-is;
+//! * **fan-out + merge** — MGET/MSET across slots: one sub-command per slot (pipelined to each
+//!   node at once), replies merged in the client's key order;
+//! * **sum** — DEL/UNLINK/EXISTS/TOUCH across slots: per-slot sub-commands, integer replies summed;
+//! * **broadcast** — FLUSHALL, SCRIPT LOAD, DBSIZE, KEYS...: every master (see `local.rs`);
+//! * **local** — answered by the proxy itself (see `local.rs`).
+//!
+//! `dispatch` sends the work immediately and returns a [`Pending`] that the client connection
+//! resolves in request order, so pipelined requests overlap on the backends.
+
+use crate::client::ClientState;
+use crate::local;
+use crate::pool::BackendError;
+use crate::proxy::Proxy;
+use crate::redirect::{self, error_reply};
+use crate::slotmap::{error_text, parse_redirect};
+use bytes::{Bytes, BytesMut};
+use slotgate_protocol::commands::{self, flags, KeyPositions};
+use slotgate_protocol::key_slot;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+type Rx = oneshot::Receiver<Result<Bytes, BackendError>>;
+
+/// One sub-request to a slot's master.
+pub struct Part {
+    /// Slot of every key in this part.
+    pub slot: u16,
+    /// Encoded command.
+    pub data: Bytes,
+    /// Reply receiver (None when not sent yet).
+    pub rx: Option<Rx>,
+    /// For MGET: indexes of the client's keys this part answers.
+    pub keys: Vec<usize>,
+}
+
+/// How split replies are merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// MGET: values reassembled in key order.
+    Values,
+    /// MSET: all parts must answer OK.
+    AllOk,
+    /// DEL/EXISTS/UNLINK/TOUCH: integers summed.
+    Sum,
+}
+
+/// A request in flight, resolved in order by the client connection.
+pub enum Pending {
+    /// The reply is known already.
+    Ready(Bytes),
+    /// Forwarded to one slot's master.
+    Single {
+        /// The slot.
+        slot: u16,
+        /// The encoded request (kept for retries after a redirect).
+        data: Bytes,
+        /// Reply receiver.
+        rx: Rx,
+    },
+    /// Split across slots.
+    Split {
+        /// Merge strategy.
+        merge: Merge,
+        /// Sub-requests.
+        parts: Vec<Part>,
+        /// Number of keys (MGET reply length).
+        nkeys: usize,
+    },
+    /// Needs asynchronous local work (broadcasts, INFO...).
+    Local(local::Job),
+    /// Reply then close the connection (QUIT).
+    Close(Bytes),
+}
+
+/// Encodes `args` as a RESP command into `enc` and returns it as `Bytes`.
+pub fn encode(enc: &mut BytesMut, args: &[impl AsRef<[u8]>]) -> Bytes {
+    slotgate_protocol::resp::write_command(enc, args);
+    enc.split().freeze()
+}
+
+fn send_part(proxy: &Proxy, client: &ClientState, slot: u16, data: Bytes) -> Option<Rx> {
+    let map = proxy.router.map();
+    let addr = map.master_of(slot)?;
+    let pool = if client.resp3 {
+        proxy.router.pool3(addr)
+    } else {
+        proxy.router.pool(addr)
+    };
+    Some(pool.send(client.id, data, 1))
+}
+
+/// Turns a request into a [`Pending`], sending backend work right away.
+pub fn dispatch(
+    proxy: &Proxy,
+    client: &mut ClientState,
+    args: &[Bytes],
+    enc: &mut BytesMut,
+) -> Pending {
+    let Some(spec) = commands::resolve(args) else {
+        return Pending::Ready(local::unknown_command(args));
+    };
+    if let Some(p) = local::handle(proxy, client, spec, args, enc) {
+        return p;
+    }
+    let mut kp = KeyPositions::new();
+    if let Err(e) = commands::key_positions(spec, args, &mut kp) {
+        return Pending::Ready(error_reply(&e.to_string()));
+    }
+    if kp.is_empty() {
+        return local::keyless(proxy, client, spec, args, enc);
+    }
+    if spec.has_flag(flags::BLOCKING) && !matches!(spec.name, "xread" | "xreadgroup" | "sort") {
+        return Pending::Ready(error_reply(&format!(
+            "ERR slotgate: blocking command '{}' is not supported through the proxy yet",
+            spec.name
+        )));
+    }
+    // All keys in one slot: forward as-is.
+    let first = key_slot(&args[kp[0]]);
+    let same = kp.iter().all(|&i| key_slot(&args[i]) == first);
+    if same {
+        let data = encode(enc, args);
+        return match send_part(proxy, client, first, data.clone()) {
+            Some(rx) => Pending::Single {
+                slot: first,
+                data,
+                rx,
+            },
+            None => {
+                proxy.router.schedule_refresh(None);
+                Pending::Single {
+                    slot: first,
+                    data,
+                    rx: closed_rx(),
+                }
+            }
+        };
+    }
+    match spec.name {
+        "mget" => split_keys(proxy, client, args, &kp, enc, Merge::Values, b"MGET", 1),
+        "mset" => split_keys(proxy, client, args, &kp, enc, Merge::AllOk, b"MSET", 2),
+        "del" => split_keys(proxy, client, args, &kp, enc, Merge::Sum, b"DEL", 1),
+        "unlink" => split_keys(proxy, client, args, &kp, enc, Merge::Sum, b"UNLINK", 1),
+        "exists" => split_keys(proxy, client, args, &kp, enc, Merge::Sum, b"EXISTS", 1),
+        "touch" => split_keys(proxy, client, args, &kp, enc, Merge::Sum, b"TOUCH", 1),
+        _ => Pending::Ready(error_reply(
+            "CROSSSLOT Keys in request don't hash to the same slot",
+        )),
+    }
+}
+
+fn closed_rx() -> Rx {
+    let (_tx, rx) = oneshot::channel();
+    rx
+}
+
+/// Groups the keys by slot (keeping first-seen order) and sends one sub-command per slot.
+#[allow(clippy::too_many_arguments)]
+fn split_keys(
+    proxy: &Proxy,
+    client: &ClientState,
+    args: &[Bytes],
+    kp: &KeyPositions,
+    enc: &mut BytesMut,
+    merge: Merge,
+    name: &[u8],
+    width: usize,
+) -> Pending {
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    for (n, &i) in kp.iter().enumerate() {
+        let slot = key_slot(&args[i]);
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, v)) => v.push(n),
+            None => groups.push((slot, vec![n])),
+        }
+    }
+    let mut parts = Vec::with_capacity(groups.len());
+    for (slot, keys) in groups {
+        let mut sub: Vec<&[u8]> = Vec::with_capacity(1 + keys.len() * width);
+        sub.push(name);
+        for &n in &keys {
+            let pos = kp[n];
+            for w in 0..width {
+                sub.push(&args[pos + w]);
+            }
+        }
+        let data = encode(enc, &sub);
+        let rx = send_part(proxy, client, slot, data.clone());
+        parts.push(Part {
+            slot,
+            data,
+            rx,
+            keys,
+        });
+    }
+    Pending::Split {
+        merge,
+        parts,
+        nkeys: kp.len(),
+    }
+}
+
+/// True when a raw reply is a redirect or a transient cluster error worth retrying.
+fn needs_retry(reply: &Bytes) -> bool {
+    match error_text(reply) {
+        Some(t) => {
+            parse_redirect(t).is_some()
+                || t.starts_with(b"TRYAGAIN")
+                || t.starts_with(b"CLUSTERDOWN")
+        }
+        None => false,
+    }
+}
+
+async fn resolve_one(
+    proxy: &Proxy,
+    client: &ClientState,
+    slot: u16,
+    data: Bytes,
+    rx: Option<Rx>,
+) -> Bytes {
+    let deadline = Instant::now() + proxy.cfg.request_timeout;
+    let mut ask = None;
+    if let Some(rx) = rx {
+        match rx.await {
+            Ok(Ok(reply)) if !needs_retry(&reply) => return reply,
+            Ok(Ok(reply)) => {
+                if let Some((is_ask, rslot, target)) = error_text(&reply).and_then(parse_redirect) {
+                    if is_ask {
+                        crate::metrics::redirect("ask");
+                        ask = Some(std::sync::Arc::from(target.as_str()));
+                    } else {
+                        crate::metrics::redirect("moved");
+                        proxy.router.moved(rslot, &target);
+                    }
+                }
+            }
+            Ok(Err(BackendError::Lost(addr, why))) => {
+                crate::metrics::error("backend_lost");
+                return error_reply(&format!(
+                    "ERR slotgate: backend {addr} connection lost: {why}"
+                ));
+            }
+            _ => {}
+        }
+    }
+    redirect::execute(
+        &proxy.router,
+        client.id,
+        slot,
+        data,
+        client.resp3,
+        deadline,
+        ask,
+    )
+    .await
+}
+
+/// Splits the items of a raw RESP array reply.
+fn array_items(raw: &Bytes) -> Option<Vec<Bytes>> {
+    if raw.first() != Some(&b'*') {
+        return None;
+    }
+    let eol = raw.iter().position(|&b| b == b'\n')?;
+    let n: usize = std::str::from_utf8(&raw[1..eol - 1]).ok()?.parse().ok()?;
+    let mut items = Vec::with_capacity(n);
+    let mut pos = eol + 1;
+    for _ in 0..n {
+        let len = slotgate_protocol::frame_len(&raw[pos..]).ok()??;
+        items.push(raw.slice(pos..pos + len));
+        pos += len;
+    }
+    Some(items)
+}
+
+impl Pending {
+    /// Waits for the reply (following redirects) and returns its raw bytes.
+    pub async fn resolve(self, proxy: &Proxy, client: &ClientState) -> Bytes {
+        match self {
+            Pending::Ready(b) | Pending::Close(b) => b,
+            Pending::Single { slot, data, rx } => {
+                resolve_one(proxy, client, slot, data, Some(rx)).await
+            }
+            Pending::Local(job) => job.run(proxy, client).await,
+            Pending::Split {
+                merge,
+                parts,
+                nkeys,
+            } => {
+                let mut replies = Vec::with_capacity(parts.len());
+                for p in parts {
+                    let r = resolve_one(proxy, client, p.slot, p.data, p.rx).await;
+                    replies.push((p.keys, r));
+                }
+                // Any error fails the whole request: never a partial answer.
+                if let Some((_, e)) = replies.iter().find(|(_, r)| r.first() == Some(&b'-')) {
+                    return e.clone();
+                }
+                match merge {
+                    Merge::AllOk => Bytes::from_static(b"+OK\r\n"),
+                    Merge::Sum => {
+                        let mut total = 0i64;
+                        for (_, r) in &replies {
+                            let t = r.strip_prefix(b":").and_then(|x| x.strip_suffix(b"\r\n"));
+                            match t.and_then(slotgate_protocol::resp::parse_i64) {
+                                Some(n) => total += n,
+                                None => {
+                                    return error_reply("ERR slotgate: unexpected backend reply")
+                                }
+                            }
+                        }
+                        let mut b = BytesMut::new();
+                        slotgate_protocol::resp::write_integer(&mut b, total);
+                        b.freeze()
+                    }
+                    Merge::Values => {
+                        let mut slots: Vec<Option<Bytes>> = vec![None; nkeys];
+                        for (keys, r) in &replies {
+                            let Some(items) = array_items(r) else {
+                                return error_reply("ERR slotgate: unexpected backend reply");
+                            };
+                            if items.len() != keys.len() {
+                                return error_reply("ERR slotgate: unexpected backend reply");
+                            }
+                            for (k, item) in keys.iter().zip(items) {
+                                slots[*k] = Some(item);
+                            }
+                        }
+                        let mut b = BytesMut::new();
+                        slotgate_protocol::resp::write_array_len(&mut b, nkeys);
+                        for s in slots {
+                            match s {
+                                Some(item) => b.extend_from_slice(&item),
+                                None => {
+                                    return error_reply(
+                                        "ERR slotgate: missing value in merged reply",
+                                    )
+                                }
+                            }
+                        }
+                        b.freeze()
+                    }
+                }
+            }
+        }
+    }
+}
