@@ -123,13 +123,8 @@ impl Value {
                     "raw"
                 }
             }
-            Value::List(l) => {
-                if l.len() <= 128 && l.iter().all(|e| e.len() <= 64) {
-                    "listpack"
-                } else {
-                    "quicklist"
-                }
-            }
+            // Redis 7.0 reports every list as a quicklist (listpack lists came in 7.2).
+            Value::List(_) => "quicklist",
             Value::Hash(h) => {
                 if h.len() <= 128 && h.iter().all(|(k, v)| k.len() <= 64 && v.len() <= 64) {
                     "listpack"

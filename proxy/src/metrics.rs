@@ -96,13 +96,6 @@ pub fn command(name: &'static str, ok: bool, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
-/// Records one backend round trip.
-pub fn backend_latency(node: &Arc<str>, elapsed: Duration) {
-    let node = node.to_string();
-    counter!("slotgate_backend_requests_total", "node" => node.clone()).increment(1);
-    histogram!("slotgate_backend_duration_seconds", "node" => node).record(elapsed.as_secs_f64());
-}
-
 /// Counts a redirect or retry.
 pub fn redirect(kind: &'static str) {
     counter!("slotgate_redirects_total", "kind" => kind).increment(1);

@@ -81,6 +81,7 @@ pub struct Pool {
     down_until: Mutex<Option<(Instant, String)>>,
     /// Counters.
     pub stats: Arc<PoolStats>,
+    requests: metrics::Counter,
 }
 
 impl Pool {
@@ -107,6 +108,7 @@ impl Pool {
                 conns,
                 down_until: Mutex::new(None),
                 stats: stats.clone(),
+                requests: metrics::counter!("slotgate_backend_requests_total", "node" => addr.to_string()),
             }
         })
     }
@@ -124,6 +126,7 @@ impl Pool {
             return rx;
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests.increment(1);
         let idx = (client as usize) % self.conns.len();
         let req = Request {
             data,
@@ -172,6 +175,7 @@ struct ConnTask {
 
 struct Pending {
     frames: u32,
+    sent: Instant,
     reply: oneshot::Sender<Result<Bytes, BackendError>>,
 }
 
@@ -257,6 +261,7 @@ impl ConnTask {
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut wbuf = BytesMut::with_capacity(16 * 1024);
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
+        let latency = metrics::histogram!("slotgate_backend_duration_seconds", "node" => self.addr.to_string());
         loop {
             // Wait for work before connecting (lazy connect).
             let Some(first) = self.rx.recv().await else {
@@ -285,12 +290,14 @@ impl ConnTask {
                     wbuf.extend_from_slice(&r.data);
                     pending.push_back(Pending {
                         frames: r.frames,
+                        sent: Instant::now(),
                         reply: r.reply,
                     });
                     while let Ok(r) = self.rx.try_recv() {
                         wbuf.extend_from_slice(&r.data);
                         pending.push_back(Pending {
                             frames: r.frames,
+                            sent: Instant::now(),
                             reply: r.reply,
                         });
                         if wbuf.len() > 1 << 20 {
@@ -333,6 +340,7 @@ impl ConnTask {
                                     front.frames -= 1;
                                     if front.frames == 0 {
                                         if let Some(p) = pending.pop_front() {
+                                            latency.record(p.sent.elapsed().as_secs_f64());
                                             let _ = p.reply.send(Ok(frame));
                                         }
                                     }

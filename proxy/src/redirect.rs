@@ -61,9 +61,7 @@ pub async fn execute(
         } else {
             router.pool(&addr)
         };
-        let started = Instant::now();
         let res = pool.send(client, payload, frames).await;
-        m::backend_latency(&addr, started.elapsed());
         let reply = match res {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {

@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests: finding our binaries, spawning real processes
 //! (slotgate-node, redis-server) on free loopback ports, and killing them when dropped.
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -177,6 +179,11 @@ pub fn start_node(extra: &[&str]) -> Proc {
 pub fn start_redis(extra: &[&str]) -> Option<Proc> {
     let bin = require_peer("redis-server")?;
     Some(spawn_server(&bin, extra))
+}
+
+/// Waits until the process answers PING (or NOAUTH); panics with its log otherwise.
+pub fn wait_ready_pub(p: &mut Proc) {
+    wait_ready(p)
 }
 
 fn wait_ready(p: &mut Proc) {

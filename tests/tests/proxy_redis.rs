@@ -1,0 +1,427 @@
+//! The slotgate proxy in front of a real Redis 7 cluster (3 masters + 3 replicas started with
+//! redis-server and formed with `redis-cli --cluster create`): legacy clients, redis-benchmark,
+//! a differential test against a standalone redis-server, pipeline ordering, resharding and
+//! failover under load, bad input, and a Prometheus scrape.
+
+use slotgate_tests::cluster::{redis_cli, start_proxy, Cluster};
+use slotgate_tests::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn q(con: &mut redis::Connection, args: &[&str]) -> String {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    match c.query::<redis::Value>(con) {
+        Ok(v) => format!("{v:?}"),
+        Err(e) => format!("ERR {} {}", e.code().unwrap_or(""), e.detail().unwrap_or_default()),
+    }
+}
+
+/// The differential script: replies must be equal on a standalone redis-server and through
+/// the proxy. Keys deliberately span many slots.
+const SCRIPT: &[&[&str]] = &[
+    &["PING"],
+    &["ECHO", "hello"],
+    &["SET", "foo", "bar"],
+    &["GET", "foo"],
+    &["GET", "missing"],
+    &["MSET", "key1", "a", "key2", "b", "key3", "c", "key4", "d"],
+    &["MGET", "key1", "key2", "nosuch", "key3", "key4", "foo"],
+    &["EXISTS", "key1", "key2", "nosuch", "key1"],
+    &["DEL", "key1", "key3", "nosuch"],
+    &["MGET", "key1", "key2", "key3", "key4"],
+    &["TOUCH", "key2", "key4", "x"],
+    &["UNLINK", "key2", "key4"],
+    &["INCR", "counter"],
+    &["INCRBY", "counter", "41"],
+    &["APPEND", "foo", "baz"],
+    &["STRLEN", "foo"],
+    &["GETRANGE", "foo", "1", "4"],
+    &["HSET", "h", "f1", "v1", "f2", "v2"],
+    &["HGET", "h", "f2"],
+    &["HGETALL", "h"],
+    &["LPUSH", "l", "a", "b", "c"],
+    &["LRANGE", "l", "0", "-1"],
+    &["RPOP", "l"],
+    &["SADD", "s", "1", "2", "3"],
+    &["SCARD", "s"],
+    &["ZADD", "z", "1", "a", "2", "b"],
+    &["ZRANGE", "z", "0", "-1", "WITHSCORES"],
+    &["EXPIRE", "foo", "100"],
+    &["TTL", "foo"],
+    &["TYPE", "h"],
+    &["GET", "h"],
+    &["SET", "{tag}a", "1"],
+    &["RENAME", "{tag}a", "{tag}b"],
+    &["GET", "{tag}b"],
+    &["GET"],
+    &["NOSUCHCOMMAND", "x"],
+    &["SELECT", "0"],
+    &["MGET", "{u}1", "{u}2"],
+];
+
+#[test]
+fn legacy_client_differential_against_standalone() {
+    let Some(cluster) = Cluster::redis(3, 1, 3000) else { return };
+    let Some(single) = start_redis(&[]) else { return };
+    let proxy = start_proxy(&cluster.seed(), &[]);
+    let mut a = single.conn();
+    let mut b = proxy.conn();
+    for cmd in SCRIPT {
+        let ra = q(&mut a, cmd);
+        let rb = q(&mut b, cmd);
+        assert_eq!(ra, rb, "reply differs for {cmd:?}");
+    }
+    // DBSIZE through the proxy sums the masters.
+    assert_eq!(q(&mut b, &["DBSIZE"]), q(&mut a, &["DBSIZE"]));
+    // Cross-slot atomic commands are refused, never half-applied.
+    let r = q(&mut b, &["MSETNX", "key1", "x", "key2", "y"]);
+    assert!(r.contains("CROSSSLOT"), "{r}");
+    assert_eq!(q(&mut b, &["EXISTS", "key1", "key2"]), "int(0)");
+    let r = q(&mut b, &["RENAME", "key1", "key2"]);
+    assert!(r.contains("CROSSSLOT"), "{r}");
+}
+
+#[test]
+fn redis_benchmark_default_set_has_no_errors() {
+    let Some(cluster) = Cluster::redis(3, 1, 3000) else { return };
+    let Some(bench) = require_peer("redis-benchmark") else { return };
+    let proxy = start_proxy(&cluster.seed(), &[]);
+    let out = std::process::Command::new(bench)
+        .args(["-p", &proxy.port.to_string(), "-n", "2000", "-c", "10", "-r", "10000", "-q"])
+        .output()
+        .expect("redis-benchmark");
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    for t in ["SET", "GET", "INCR", "LPUSH", "RPUSH", "LPOP", "SADD", "HSET", "SPOP", "ZADD", "LRANGE_100", "MSET"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(t) && l.contains("requests per second")),
+            "{t} missing in: {text}"
+        );
+    }
+    assert!(!text.contains("ERR") && !err.contains("ERR"), "{text}\n{err}");
+    // Verify MSET (10 keys, many slots) really wrote through the proxy.
+    let mut c = proxy.conn();
+    let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert!(n > 0);
+}
+
+#[test]
+fn pipeline_of_10000_mixed_commands_keeps_order() {
+    let Some(cluster) = Cluster::redis(3, 1, 3000) else { return };
+    let proxy = start_proxy(&cluster.seed(), &[]);
+    let mut c = proxy.conn();
+    let mut p = redis::pipe();
+    for i in 0..2500 {
+        let k = format!("pk:{i}");
+        p.cmd("SET").arg(&k).arg(i);
+        p.cmd("INCR").arg(&k);
+        p.cmd("GET").arg(&k);
+        p.cmd("MGET").arg(&k).arg(format!("pk:{}", i + 1)).arg("pk:0");
+    }
+    let replies: Vec<redis::Value> = p.query(&mut c).expect("pipeline");
+    assert_eq!(replies.len(), 10000);
+    for i in 0..2500usize {
+        let get = &replies[i * 4 + 2];
+        assert_eq!(
+            redis::from_redis_value::<i64>(get).unwrap(),
+            i as i64 + 1,
+            "GET reply out of order at {i}"
+        );
+        let mget: Vec<Option<i64>> = redis::from_redis_value(&replies[i * 4 + 3]).unwrap();
+        assert_eq!(mget[0], Some(i as i64 + 1));
+        assert_eq!(mget[1], None);
+    }
+}
+
+#[test]
+fn bad_input_is_isolated_to_its_client() {
+    let Some(cluster) = Cluster::redis(3, 1, 3000) else { return };
+    let proxy = start_proxy(&cluster.seed(), &[]);
+    let mut good = proxy.conn();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut good).unwrap();
+    let mut bad = Raw::connect(proxy.port);
+    bad.send(b"*1\r\n$-3\r\n");
+    match bad.read() {
+        Some(slotgate_protocol::Frame::Error(e)) => {
+            assert_eq!(&e[..], b"ERR Protocol error: invalid bulk length")
+        }
+        other => panic!("expected protocol error, got {other:?}"),
+    }
+    assert!(bad.closed());
+    let mut half = Raw::connect(proxy.port);
+    half.send(b"*2\r\n$3\r\nGET\r\n$10\r\nabc");
+    drop(half);
+    let mut unknown = Raw::connect(proxy.port);
+    match unknown.cmd(&["FOO", "bar"]) {
+        slotgate_protocol::Frame::Error(e) => {
+            assert!(e.starts_with(b"ERR unknown command 'FOO'"), "{e:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let v: String = redis::cmd("GET").arg("k").query(&mut good).unwrap();
+    assert_eq!(v, "v");
+}
+
+/// A client thread that writes unique keys and reads each back through the proxy, counting
+/// errors and wrong values, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    first_err: Arc<parking_lot_free::Slot>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+mod parking_lot_free {
+    /// A tiny holder for the first error text and the error time window.
+    #[derive(Default)]
+    pub struct Slot(pub std::sync::Mutex<(Option<String>, Option<std::time::Instant>, Option<std::time::Instant>)>);
+}
+
+impl Load {
+    fn start(port: u16, prefix: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let first_err = Arc::new(parking_lot_free::Slot::default());
+        let (s, w, e, f) = (stop.clone(), written.clone(), errors.clone(), first_err.clone());
+        let handle = std::thread::spawn(move || {
+            let url = format!("redis://127.0.0.1:{port}/");
+            let client = redis::Client::open(url).unwrap();
+            let mut con = client.get_connection().unwrap();
+            let _ = con.set_read_timeout(Some(Duration::from_secs(10)));
+            let started = Instant::now();
+            let mut i = 0u64;
+            while !s.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) && i < 2_000_000 {
+                let k = format!("{prefix}:{i}");
+                let r: redis::RedisResult<()> = redis::cmd("SET").arg(&k).arg(i).query(&mut con);
+                let r2: redis::RedisResult<Option<u64>> = match r {
+                    Ok(()) => redis::cmd("GET").arg(&k).query(&mut con),
+                    Err(err) => Err(err),
+                };
+                match r2 {
+                    Ok(Some(v)) if v == i => {
+                        w.store(i + 1, Ordering::Relaxed);
+                        i += 1;
+                    }
+                    other => {
+                        e.fetch_add(1, Ordering::Relaxed);
+                        let mut g = f.0.lock().unwrap();
+                        if g.0.is_none() {
+                            g.0 = Some(format!("{k}: {other:?}"));
+                            g.1 = Some(Instant::now());
+                        }
+                        g.2 = Some(Instant::now());
+                        std::thread::sleep(Duration::from_millis(20));
+                        if redis::ConnectionLike::check_connection(&mut con) {
+                            continue;
+                        }
+                        if let Ok(c) = client.get_connection() {
+                            con = c;
+                        }
+                    }
+                }
+            }
+        });
+        Load {
+            stop,
+            written,
+            errors,
+            first_err,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> (u64, u64, String, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        let g = self.first_err.0.lock().unwrap();
+        let window = match (g.1, g.2) {
+            (Some(a), Some(b)) => b - a,
+            _ => Duration::ZERO,
+        };
+        (
+            self.written.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            g.0.clone().unwrap_or_default(),
+            window,
+        )
+    }
+}
+
+fn check_all_present(port: u16, prefix: &str, n: u64) {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let mut i = 0;
+    while i < n {
+        let end = (i + 500).min(n);
+        let keys: Vec<String> = (i..end).map(|j| format!("{prefix}:{j}")).collect();
+        let vals: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query(&mut con).unwrap();
+        for (j, v) in (i..end).zip(vals) {
+            assert_eq!(v, Some(j), "key {prefix}:{j} lost or wrong");
+        }
+        i = end;
+    }
+}
+
+#[test]
+fn reshard_under_load_loses_nothing() {
+    let Some(cluster) = Cluster::redis(3, 0, 3000) else { return };
+    let proxy = start_proxy(&cluster.seed(), &[]);
+    let load = Load::start(proxy.port, "rs");
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, nodes) = redis_cli(&["-p", &cluster.nodes[0].port.to_string(), "cluster", "myid"]);
+    let to = nodes.trim().to_string();
+    let (ok, out) = redis_cli(&[
+        "--cluster",
+        "reshard",
+        &cluster.nodes[1].addr(),
+        "--cluster-from",
+        "all",
+        "--cluster-to",
+        &to,
+        "--cluster-slots",
+        "4096",
+        "--cluster-yes",
+        "--cluster-pipeline",
+        "100",
+    ]);
+    assert!(ok, "reshard failed: {out}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (written, errors, first, _) = load.finish();
+    assert!(written > 100, "load made no progress");
+    assert_eq!(errors, 0, "client saw errors during reshard, first: {first}");
+    check_all_present(proxy.port, "rs", written);
+}
+
+#[test]
+fn master_killed_traffic_resumes_after_failover() {
+    let Some(cluster) = Cluster::redis(3, 1, 2000) else { return };
+    let mut cluster = cluster;
+    let proxy = start_proxy(&cluster.seed(), &["--refresh-interval-secs", "1"]);
+    let load = Load::start(proxy.port, "fo");
+    std::thread::sleep(Duration::from_millis(700));
+    // Kill the master serving the load's next keys' slots (any master will do: keys spread).
+    let victim = 1;
+    let victim_port = cluster.nodes[victim].port;
+    let _ = cluster.nodes[victim].child.kill();
+    let killed_at = Instant::now();
+    let seed_port = cluster.nodes[0].port;
+    // Wait for a replica to take over: the dead master is flagged fail and the state is ok.
+    let mut recovered = false;
+    while killed_at.elapsed() < Duration::from_secs(30) {
+        let (_, info) = redis_cli(&["-p", &seed_port.to_string(), "cluster", "info"]);
+        let (_, nodes) = redis_cli(&["-p", &seed_port.to_string(), "cluster", "nodes"]);
+        let dead_failed = nodes
+            .lines()
+            .any(|l| l.contains(&format!(":{victim_port}@")) && l.contains("fail") && !l.contains("fail?"));
+        if info.contains("cluster_state:ok") && dead_failed {
+            recovered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(recovered, "cluster did not fail over");
+    println!("cluster failed over {:.2}s after the kill", killed_at.elapsed().as_secs_f64());
+    // Traffic must resume without restarting the proxy.
+    let before = load.written.load(Ordering::Relaxed);
+    let t = Instant::now();
+    while load.written.load(Ordering::Relaxed) < before + 200 && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (written, errors, first, window) = load.finish();
+    assert!(
+        written >= before + 200,
+        "traffic did not resume after failover (first error: {first}); proxy log:\n{}",
+        proxy.log()
+    );
+    println!(
+        "failover: {errors} client errors over {:.2}s (first: {first}); {written} keys written",
+        window.as_secs_f64()
+    );
+    // Every acknowledged key written after the failover is readable.
+    let mut con = proxy.conn();
+    let v: Option<u64> = redis::cmd("GET").arg(format!("fo:{}", written - 1)).query(&mut con).unwrap();
+    assert_eq!(v, Some(written - 1));
+}
+
+#[test]
+fn prometheus_scrapes_proxy_metrics() {
+    let Some(cluster) = Cluster::redis(3, 0, 3000) else { return };
+    let Some(prom) = require_peer("prometheus") else { return };
+    let mport = free_port();
+    let proxy = start_proxy(&cluster.seed(), &["--metrics", &format!("127.0.0.1:{mport}")]);
+    let mut c = proxy.conn();
+    for i in 0..50 {
+        let _: () = redis::cmd("SET").arg(format!("m{i}")).arg(i).query(&mut c).unwrap();
+    }
+    let _: Vec<Option<String>> = redis::cmd("MGET").arg("m1").arg("m2").arg("m3").query(&mut c).unwrap();
+    // Our own scrape first: the names we promise are there.
+    let body = http_get(mport, "/metrics");
+    for name in [
+        "slotgate_commands_total",
+        "slotgate_command_duration_seconds",
+        "slotgate_backend_requests_total",
+        "slotgate_client_connections",
+        "slotgate_slotmap_version",
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
+    }
+    // Then a real Prometheus scraping it.
+    let dir = std::env::temp_dir().join(format!("slotgate-prom-{}", mport));
+    let _ = std::fs::create_dir_all(&dir);
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: slotgate\n    static_configs:\n      - targets: ['127.0.0.1:{mport}']\n"
+        ),
+    )
+    .unwrap();
+    let pport = free_port();
+    let mut child = std::process::Command::new(prom)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus");
+    let t = Instant::now();
+    let mut up = false;
+    while t.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_millis(500));
+        let r = http_get_opt(pport, "/api/v1/query?query=up%7Bjob%3D%22slotgate%22%7D");
+        if let Some(r) = r {
+            if r.contains("\"value\"") && r.contains(",\"1\"]") {
+                up = true;
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(up, "prometheus did not report the proxy target up");
+}
+
+fn http_get_opt(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    http_get_opt(port, path).unwrap_or_default()
+}
