@@ -161,11 +161,12 @@ pub fn verify_payload(payload: &[u8]) -> Result<u16> {
     Ok(version)
 }
 
-/// Decodes a DUMP payload (footer verified first). Bytes after the value are ignored, as
-/// Redis does.
+/// Decodes a DUMP payload (footer verified first). As in Redis, the value is read from the
+/// whole payload: bytes after it are ignored, and a value running into the footer's bytes is
+/// read, not refused.
 pub fn restore_value(payload: &[u8]) -> Result<Value> {
     verify_payload(payload)?;
-    let mut r = Reader::new(&payload[..payload.len() - 10]);
+    let mut r = Reader::new(payload);
     let t = r.u8()?;
     read_object(t, &mut r)
 }
@@ -744,9 +745,9 @@ fn backlen_size(l: u64) -> usize {
 /// Decompresses an LZF block (liblzf's format, as Redis's `lzf_decompress`) that must expand
 /// to exactly `out_len` bytes.
 pub fn lzf_decompress(input: &[u8], out_len: u64) -> Result<Vec<u8>> {
-    // One 3-byte back-reference expands to at most 264 bytes: anything claiming more is corrupt
-    // (and must not drive the allocation below).
-    if out_len > (input.len() as u64).saturating_mul(88) {
+    // One 3-byte back-reference expands to at most 264 bytes (88x): anything claiming much more
+    // is corrupt and must not drive the allocation below.
+    if out_len > (input.len() as u64).saturating_mul(128) {
         return Err(RdbError::Corrupt("impossible LZF expansion"));
     }
     let out_len = out_len as usize;
@@ -1234,7 +1235,7 @@ mod tests {
             b"\x02\x02\x01a\x01a",
             b"\x04\x02\x01a\x01b\x01a\x01c",
             b"\x12\x01\x03\x03abc",
-            b"\x00\x05ab",
+            b"\x00\x20ab",
             b"\x00\xc4",
             b"\x01\x80\xff\xff\xff\xff",
             b"\x00\xc3\x01\xbf\xff\xff\xff\xff\x00",

@@ -11,7 +11,7 @@ use crate::rdb;
 pub const COMMANDS: &[(&str, Handler)] = &[
     ("dump", dump),
     ("restore", restore),
-    // Same as RESTORE; the cluster ASKING semantics are applied by the dispatcher's slot checks.
+    // Same as RESTORE; its cluster ASKING semantics (the ASKING flag) arrive with cluster mode.
     ("restore-asking", restore),
 ];
 
