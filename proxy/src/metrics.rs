@@ -136,8 +136,12 @@ pub fn bytes(in_: u64, out: u64) {
 pub async fn publish_loop(router: Arc<Router>) {
     let mut last_ok = 0u64;
     let mut last_failed = 0u64;
+    let mut first = true;
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        if !first {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        first = false;
         let map = router.map();
         gauge!("slotgate_slotmap_version").set(map.version as f64);
         gauge!("slotgate_slotmap_slots_covered").set(map.covered() as f64);
