@@ -332,11 +332,12 @@ fn hscan(ctx: &mut Ctx) -> Outcome {
     let Ok(entry) = read_hash(ctx.ks, ctx.out, &args[1]) else {
         return Outcome::Done;
     };
-    let Some((pattern, count)) = parse_scan_opts(&args[3..], ctx.out) else {
-        return Outcome::Done;
-    };
+    // A missing key replies an empty scan before the options are even parsed (as Redis).
     let Some(h) = entry else {
         write_empty_scan(ctx.out);
+        return Outcome::Done;
+    };
+    let Some((pattern, count)) = parse_scan_opts(&args[3..], ctx.out) else {
         return Outcome::Done;
     };
     let compact = h.len() <= 128 && h.iter().all(|(k, v)| k.len() <= 64 && v.len() <= 64);
