@@ -456,8 +456,9 @@ impl<'a> Locked<'a> {
         self.dirty += 1;
         let (shard, slot) = self.shard_for(key);
         shard.touch(key);
+        // entry_ref builds an owned key only when the key is new.
         shard.maps[map_index(slot)]
-            .entry(key.into())
+            .entry_ref(key)
             .or_insert_with(|| Entry::new(make()))
     }
 

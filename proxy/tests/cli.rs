@@ -11,14 +11,24 @@ fn bin() -> &'static str {
 fn help_lists_flags() {
     let out = Command::new(bin()).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--listen", "--seed", "--config", "--metrics", "--maxclients", "--backend-password"] {
+    for flag in [
+        "--listen",
+        "--seed",
+        "--config",
+        "--metrics",
+        "--maxclients",
+        "--backend-password",
+    ] {
         assert!(text.contains(flag), "missing {flag} in help: {text}");
     }
 }
 
 #[test]
 fn no_seed_is_an_error() {
-    let out = Command::new(bin()).args(["--listen", "127.0.0.1:0"]).output().unwrap();
+    let out = Command::new(bin())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--seed"));
 }
@@ -33,5 +43,8 @@ fn address_in_use_says_how_to_pick_another() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already in use") && err.contains("--listen"), "{err}");
+    assert!(
+        err.contains("already in use") && err.contains("--listen"),
+        "{err}"
+    );
 }

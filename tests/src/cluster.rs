@@ -87,7 +87,10 @@ impl Cluster {
         let r = replicas.to_string();
         args.extend(["--cluster-replicas", &r, "--cluster-yes"]);
         let (ok, out) = redis_cli(&args);
-        assert!(ok && out.contains("[OK] All 16384 slots covered"), "cluster create failed: {out}");
+        assert!(
+            ok && out.contains("[OK] All 16384 slots covered"),
+            "cluster create failed: {out}"
+        );
         let c = Cluster { nodes };
         c.wait_ok(Duration::from_secs(30));
         if replicas > 0 {
@@ -113,7 +116,10 @@ impl Cluster {
             if pending.is_empty() {
                 return;
             }
-            assert!(t.elapsed() < limit, "replicas {pending:?} not synced after {limit:?}");
+            assert!(
+                t.elapsed() < limit,
+                "replicas {pending:?} not synced after {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -130,7 +136,10 @@ impl Cluster {
             if all_ok && check.contains("[OK] All nodes agree about slots configuration.") {
                 return;
             }
-            assert!(t.elapsed() < limit, "cluster not ok after {limit:?}: {check}");
+            assert!(
+                t.elapsed() < limit,
+                "cluster not ok after {limit:?}: {check}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }

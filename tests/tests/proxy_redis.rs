@@ -16,7 +16,11 @@ fn q(con: &mut redis::Connection, args: &[&str]) -> String {
     }
     match c.query::<redis::Value>(con) {
         Ok(v) => format!("{v:?}"),
-        Err(e) => format!("ERR {} {}", e.code().unwrap_or(""), e.detail().unwrap_or_default()),
+        Err(e) => format!(
+            "ERR {} {}",
+            e.code().unwrap_or(""),
+            e.detail().unwrap_or_default()
+        ),
     }
 }
 
@@ -65,8 +69,12 @@ const SCRIPT: &[&[&str]] = &[
 
 #[test]
 fn legacy_client_differential_against_standalone() {
-    let Some(cluster) = Cluster::redis(3, 1, 3000) else { return };
-    let Some(single) = start_redis(&[]) else { return };
+    let Some(cluster) = Cluster::redis(3, 1, 3000) else {
+        return;
+    };
+    let Some(single) = start_redis(&[]) else {
+        return;
+    };
     let proxy = start_proxy(&cluster.seed(), &[]);
     let mut a = single.conn();
     let mut b = proxy.conn();
@@ -87,23 +95,54 @@ fn legacy_client_differential_against_standalone() {
 
 #[test]
 fn redis_benchmark_default_set_has_no_errors() {
-    let Some(cluster) = Cluster::redis(3, 1, 3000) else { return };
-    let Some(bench) = require_peer("redis-benchmark") else { return };
+    let Some(cluster) = Cluster::redis(3, 1, 3000) else {
+        return;
+    };
+    let Some(bench) = require_peer("redis-benchmark") else {
+        return;
+    };
     let proxy = start_proxy(&cluster.seed(), &[]);
     let out = std::process::Command::new(bench)
-        .args(["-p", &proxy.port.to_string(), "-n", "2000", "-c", "10", "-r", "10000", "-q"])
+        .args([
+            "-p",
+            &proxy.port.to_string(),
+            "-n",
+            "2000",
+            "-c",
+            "10",
+            "-r",
+            "10000",
+            "-q",
+        ])
         .output()
         .expect("redis-benchmark");
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}\n{err}");
-    for t in ["SET", "GET", "INCR", "LPUSH", "RPUSH", "LPOP", "SADD", "HSET", "SPOP", "ZADD", "LRANGE_100", "MSET"] {
+    for t in [
+        "SET",
+        "GET",
+        "INCR",
+        "LPUSH",
+        "RPUSH",
+        "LPOP",
+        "SADD",
+        "HSET",
+        "SPOP",
+        "ZADD",
+        "LRANGE_100",
+        "MSET",
+    ] {
         assert!(
-            text.lines().any(|l| l.starts_with(t) && l.contains("requests per second")),
+            text.lines()
+                .any(|l| l.starts_with(t) && l.contains("requests per second")),
             "{t} missing in: {text}"
         );
     }
-    assert!(!text.contains("ERR") && !err.contains("ERR"), "{text}\n{err}");
+    assert!(
+        !text.contains("ERR") && !err.contains("ERR"),
+        "{text}\n{err}"
+    );
     // Verify MSET (10 keys, many slots) really wrote through the proxy.
     let mut c = proxy.conn();
     let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
@@ -112,7 +151,9 @@ fn redis_benchmark_default_set_has_no_errors() {
 
 #[test]
 fn pipeline_of_10000_mixed_commands_keeps_order() {
-    let Some(cluster) = Cluster::redis(3, 1, 3000) else { return };
+    let Some(cluster) = Cluster::redis(3, 1, 3000) else {
+        return;
+    };
     let proxy = start_proxy(&cluster.seed(), &[]);
     let mut c = proxy.conn();
     let mut p = redis::pipe();
@@ -121,7 +162,10 @@ fn pipeline_of_10000_mixed_commands_keeps_order() {
         p.cmd("SET").arg(&k).arg(i);
         p.cmd("INCR").arg(&k);
         p.cmd("GET").arg(&k);
-        p.cmd("MGET").arg(&k).arg(format!("pk:{}", i + 1)).arg("pk:0");
+        p.cmd("MGET")
+            .arg(&k)
+            .arg(format!("pk:{}", i + 1))
+            .arg("pk:0");
     }
     let replies: Vec<redis::Value> = p.query(&mut c).expect("pipeline");
     assert_eq!(replies.len(), 10000);
@@ -140,10 +184,16 @@ fn pipeline_of_10000_mixed_commands_keeps_order() {
 
 #[test]
 fn bad_input_is_isolated_to_its_client() {
-    let Some(cluster) = Cluster::redis(3, 1, 3000) else { return };
+    let Some(cluster) = Cluster::redis(3, 1, 3000) else {
+        return;
+    };
     let proxy = start_proxy(&cluster.seed(), &[]);
     let mut good = proxy.conn();
-    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut good).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut good)
+        .unwrap();
     let mut bad = Raw::connect(proxy.port);
     bad.send(b"*1\r\n$-3\r\n");
     match bad.read() {
@@ -180,7 +230,13 @@ struct Load {
 mod parking_lot_free {
     /// A tiny holder for the first error text and the error time window.
     #[derive(Default)]
-    pub struct Slot(pub std::sync::Mutex<(Option<String>, Option<std::time::Instant>, Option<std::time::Instant>)>);
+    pub struct Slot(
+        pub  std::sync::Mutex<(
+            Option<String>,
+            Option<std::time::Instant>,
+            Option<std::time::Instant>,
+        )>,
+    );
 }
 
 impl Load {
@@ -189,7 +245,12 @@ impl Load {
         let written = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(AtomicU64::new(0));
         let first_err = Arc::new(parking_lot_free::Slot::default());
-        let (s, w, e, f) = (stop.clone(), written.clone(), errors.clone(), first_err.clone());
+        let (s, w, e, f) = (
+            stop.clone(),
+            written.clone(),
+            errors.clone(),
+            first_err.clone(),
+        );
         let handle = std::thread::spawn(move || {
             let url = format!("redis://127.0.0.1:{port}/");
             let client = redis::Client::open(url).unwrap();
@@ -197,7 +258,10 @@ impl Load {
             let _ = con.set_read_timeout(Some(Duration::from_secs(10)));
             let started = Instant::now();
             let mut i = 0u64;
-            while !s.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) && i < 2_000_000 {
+            while !s.load(Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(120)
+                && i < 2_000_000
+            {
                 let k = format!("{prefix}:{i}");
                 let r: redis::RedisResult<()> = redis::cmd("SET").arg(&k).arg(i).query(&mut con);
                 let r2: redis::RedisResult<Option<u64>> = match r {
@@ -273,7 +337,9 @@ fn check_all_present(port: u16, prefix: &str, n: u64) {
 
 #[test]
 fn reshard_under_load_loses_nothing() {
-    let Some(cluster) = Cluster::redis(3, 0, 3000) else { return };
+    let Some(cluster) = Cluster::redis(3, 0, 3000) else {
+        return;
+    };
     let proxy = start_proxy(&cluster.seed(), &[]);
     let load = Load::start(proxy.port, "rs");
     std::thread::sleep(Duration::from_millis(500));
@@ -297,13 +363,18 @@ fn reshard_under_load_loses_nothing() {
     std::thread::sleep(Duration::from_millis(500));
     let (written, errors, first, _) = load.finish();
     assert!(written > 100, "load made no progress");
-    assert_eq!(errors, 0, "client saw errors during reshard, first: {first}");
+    assert_eq!(
+        errors, 0,
+        "client saw errors during reshard, first: {first}"
+    );
     check_all_present(proxy.port, "rs", written);
 }
 
 #[test]
 fn master_killed_traffic_resumes_after_failover() {
-    let Some(cluster) = Cluster::redis(3, 1, 2000) else { return };
+    let Some(cluster) = Cluster::redis(3, 1, 2000) else {
+        return;
+    };
     let mut cluster = cluster;
     let proxy = start_proxy(&cluster.seed(), &["--refresh-interval-secs", "1"]);
     let load = Load::start(proxy.port, "fo");
@@ -319,9 +390,9 @@ fn master_killed_traffic_resumes_after_failover() {
     while killed_at.elapsed() < Duration::from_secs(30) {
         let (_, info) = redis_cli(&["-p", &seed_port.to_string(), "cluster", "info"]);
         let (_, nodes) = redis_cli(&["-p", &seed_port.to_string(), "cluster", "nodes"]);
-        let dead_failed = nodes
-            .lines()
-            .any(|l| l.contains(&format!(":{victim_port}@")) && l.contains("fail") && !l.contains("fail?"));
+        let dead_failed = nodes.lines().any(|l| {
+            l.contains(&format!(":{victim_port}@")) && l.contains("fail") && !l.contains("fail?")
+        });
         if info.contains("cluster_state:ok") && dead_failed {
             recovered = true;
             break;
@@ -329,11 +400,16 @@ fn master_killed_traffic_resumes_after_failover() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(recovered, "cluster did not fail over");
-    println!("cluster failed over {:.2}s after the kill", killed_at.elapsed().as_secs_f64());
+    println!(
+        "cluster failed over {:.2}s after the kill",
+        killed_at.elapsed().as_secs_f64()
+    );
     // Traffic must resume without restarting the proxy.
     let before = load.written.load(Ordering::Relaxed);
     let t = Instant::now();
-    while load.written.load(Ordering::Relaxed) < before + 200 && t.elapsed() < Duration::from_secs(20) {
+    while load.written.load(Ordering::Relaxed) < before + 200
+        && t.elapsed() < Duration::from_secs(20)
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     let (written, errors, first, window) = load.finish();
@@ -348,21 +424,40 @@ fn master_killed_traffic_resumes_after_failover() {
     );
     // Every acknowledged key written after the failover is readable.
     let mut con = proxy.conn();
-    let v: Option<u64> = redis::cmd("GET").arg(format!("fo:{}", written - 1)).query(&mut con).unwrap();
+    let v: Option<u64> = redis::cmd("GET")
+        .arg(format!("fo:{}", written - 1))
+        .query(&mut con)
+        .unwrap();
     assert_eq!(v, Some(written - 1));
 }
 
 #[test]
 fn prometheus_scrapes_proxy_metrics() {
-    let Some(cluster) = Cluster::redis(3, 0, 3000) else { return };
-    let Some(prom) = require_peer("prometheus") else { return };
+    let Some(cluster) = Cluster::redis(3, 0, 3000) else {
+        return;
+    };
+    let Some(prom) = require_peer("prometheus") else {
+        return;
+    };
     let mport = free_port();
-    let proxy = start_proxy(&cluster.seed(), &["--metrics", &format!("127.0.0.1:{mport}")]);
+    let proxy = start_proxy(
+        &cluster.seed(),
+        &["--metrics", &format!("127.0.0.1:{mport}")],
+    );
     let mut c = proxy.conn();
     for i in 0..50 {
-        let _: () = redis::cmd("SET").arg(format!("m{i}")).arg(i).query(&mut c).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("m{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
     }
-    let _: Vec<Option<String>> = redis::cmd("MGET").arg("m1").arg("m2").arg("m3").query(&mut c).unwrap();
+    let _: Vec<Option<String>> = redis::cmd("MGET")
+        .arg("m1")
+        .arg("m2")
+        .arg("m3")
+        .query(&mut c)
+        .unwrap();
     // Our own scrape first: the names we promise are there.
     let body = http_get(mport, "/metrics");
     for name in [
@@ -388,7 +483,10 @@ fn prometheus_scrapes_proxy_metrics() {
     let pport = free_port();
     let mut child = std::process::Command::new(prom)
         .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
