@@ -113,6 +113,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
     let mut args: Vec<Bytes> = Vec::with_capacity(8);
     let mut batch: Vec<(Pending, &'static str, Instant)> = Vec::with_capacity(64);
     let idle = proxy.cfg.idle_timeout;
+    let mut cm = crate::metrics::CommandMetrics::default();
     loop {
         // Read more input (or time out when idle, or stop when killed).
         let read = sock.read_buf(&mut rbuf);
@@ -167,18 +168,18 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
             // Resolve in request order and write all replies at once.
             for (p, name, started) in batch.drain(..) {
                 let reply = p.resolve(proxy, st).await;
-                crate::metrics::command(name, reply.first() != Some(&b'-'), started.elapsed());
+                cm.record(name, reply.first() != Some(&b'-'), started.elapsed());
+                proxy.commands.fetch_add(1, Ordering::Relaxed);
                 *st.info.last_cmd.lock() = name;
                 out.extend_from_slice(&reply);
             }
-            proxy.commands.fetch_add(1, Ordering::Relaxed);
             if let Some(e) = protocol_error {
                 out.extend_from_slice(b"-ERR ");
                 out.extend_from_slice(e.0.as_bytes());
                 out.extend_from_slice(b"\r\n");
                 closing = true;
             }
-            crate::metrics::bytes(0, out.len() as u64);
+            cm.bytes(0, out.len() as u64);
             sock.write_all(&out).await?;
             out.clear();
             if closing {
@@ -188,7 +189,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
                 return Ok(());
             }
         }
-        crate::metrics::bytes(n as u64, 0);
+        cm.bytes(n as u64, 0);
         rbuf.reserve(16 * 1024);
     }
 }

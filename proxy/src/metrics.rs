@@ -88,12 +88,58 @@ fn describe() {
     describe_counter!("slotgate_bytes_out_total", "Bytes written to clients.");
 }
 
-/// Counts one client command and records its latency.
-pub fn command(name: &'static str, ok: bool, elapsed: Duration) {
-    counter!("slotgate_commands_total", "command" => name, "outcome" => if ok { "ok" } else { "error" })
-        .increment(1);
-    histogram!("slotgate_command_duration_seconds", "command" => name)
-        .record(elapsed.as_secs_f64());
+/// Per-connection cache of command metric handles, so the hot path does not build label sets
+/// (an allocation and a registry lookup) for every request.
+pub struct CommandMetrics {
+    handles: Vec<(
+        &'static str,
+        metrics::Counter,
+        metrics::Counter,
+        metrics::Histogram,
+    )>,
+    bytes_in: metrics::Counter,
+    bytes_out: metrics::Counter,
+}
+
+impl Default for CommandMetrics {
+    fn default() -> Self {
+        CommandMetrics {
+            handles: Vec::new(),
+            bytes_in: counter!("slotgate_bytes_in_total"),
+            bytes_out: counter!("slotgate_bytes_out_total"),
+        }
+    }
+}
+
+impl CommandMetrics {
+    /// Bytes read from / written to this client.
+    pub fn bytes(&self, in_: u64, out: u64) {
+        self.bytes_in.increment(in_);
+        self.bytes_out.increment(out);
+    }
+
+    /// Counts one client command and records its latency.
+    pub fn record(&mut self, name: &'static str, ok: bool, elapsed: Duration) {
+        let i = match self.handles.iter().position(|h| std::ptr::eq(h.0, name)) {
+            Some(i) => i,
+            None => {
+                self.handles.push((
+                    name,
+                    counter!("slotgate_commands_total", "command" => name, "outcome" => "ok"),
+                    counter!("slotgate_commands_total", "command" => name, "outcome" => "error"),
+                    histogram!("slotgate_command_duration_seconds", "command" => name),
+                ));
+                self.handles.len() - 1
+            }
+        };
+        let h = &self.handles[i];
+        if ok {
+            h.1.increment(1);
+        } else {
+            h.2.increment(1);
+        }
+        h.3.record(elapsed.as_secs_f64());
+    }
 }
 
 /// Counts a redirect or retry.
@@ -120,16 +166,6 @@ pub fn client_closed() {
 /// A client was refused (maxclients).
 pub fn client_rejected() {
     counter!("slotgate_client_connections_rejected_total").increment(1);
-}
-
-/// Bytes read from / written to clients.
-pub fn bytes(in_: u64, out: u64) {
-    if in_ > 0 {
-        counter!("slotgate_bytes_in_total").increment(in_);
-    }
-    if out > 0 {
-        counter!("slotgate_bytes_out_total").increment(out);
-    }
 }
 
 /// Periodically publishes router state as gauges.
