@@ -523,3 +523,94 @@ fn http_get_opt(port: u16, path: &str) -> Option<String> {
 fn http_get(port: u16, path: &str) -> String {
     http_get_opt(port, path).unwrap_or_default()
 }
+
+#[test]
+fn proxy_local_commands_scan_resp3_and_auth() {
+    let Some(cluster) = Cluster::redis(3, 0, 3000) else {
+        return;
+    };
+    let proxy = start_proxy(&cluster.seed(), &["--requirepass", "pw"]);
+    let mut raw = Raw::connect(proxy.port);
+    use slotgate_protocol::Frame;
+    assert_eq!(
+        raw.cmd(&["GET", "x"]),
+        Frame::Error("NOAUTH Authentication required.".into())
+    );
+    assert_eq!(
+        raw.cmd(&["AUTH", "nope"]),
+        Frame::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+    );
+    assert_eq!(raw.cmd(&["AUTH", "pw"]), Frame::Simple("OK".into()));
+    // Write 300 keys across all masters, then SCAN must return each exactly once.
+    for i in 0..300 {
+        let k = format!("scan:{i}");
+        assert_eq!(raw.cmd(&["SET", &k, "v"]), Frame::Simple("OK".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = "0".to_string();
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds < 10_000, "SCAN does not terminate");
+        let Frame::Array(parts) = raw.cmd(&["SCAN", &cursor, "COUNT", "50"]) else {
+            panic!("bad SCAN reply")
+        };
+        let (Frame::Bulk(c), Frame::Array(keys)) = (&parts[0], &parts[1]) else {
+            panic!("bad SCAN reply shape")
+        };
+        for k in keys {
+            if let Frame::Bulk(k) = k {
+                assert!(seen.insert(k.clone()), "SCAN returned {k:?} twice");
+            }
+        }
+        cursor = String::from_utf8_lossy(c).into_owned();
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 300);
+    let Frame::Array(keys) = raw.cmd(&["KEYS", "scan:*"]) else {
+        panic!()
+    };
+    assert_eq!(keys.len(), 300);
+    assert_eq!(raw.cmd(&["DBSIZE"]), Frame::Integer(300));
+    assert!(matches!(raw.cmd(&["RANDOMKEY"]), Frame::Bulk(_)));
+    // CLUSTER SLOTS presents the proxy as one node owning every slot.
+    let Frame::Array(slots) = raw.cmd(&["CLUSTER", "SLOTS"]) else {
+        panic!()
+    };
+    let Frame::Array(range) = &slots[0] else {
+        panic!()
+    };
+    assert_eq!(range[0], Frame::Integer(0));
+    assert_eq!(range[1], Frame::Integer(16383));
+    assert_eq!(
+        raw.cmd(&["CLUSTER", "KEYSLOT", "foo"]),
+        Frame::Integer(12182)
+    );
+    // RESP3: HELLO 3, then a hash comes back as a map.
+    assert_eq!(raw.cmd(&["HSET", "h3", "a", "1"]), Frame::Integer(1));
+    let Frame::Map(hello) = raw.cmd(&["HELLO", "3"]) else {
+        panic!("HELLO 3 must reply a map")
+    };
+    assert!(hello.contains(&(Frame::bulk("proto"), Frame::Integer(3))));
+    assert_eq!(
+        raw.cmd(&["HGETALL", "h3"]),
+        Frame::Map(vec![(Frame::bulk("a"), Frame::bulk("1"))])
+    );
+    assert_eq!(raw.cmd(&["GET", "nosuchkey"]), Frame::Null);
+    // Unsupported commands answer clearly and keep the connection.
+    let Frame::Error(e) = raw.cmd(&["MULTI"]) else {
+        panic!()
+    };
+    assert!(e.starts_with(b"ERR slotgate:"), "{e:?}");
+    let Frame::Error(e) = raw.cmd(&["SELECT", "1"]) else {
+        panic!()
+    };
+    assert_eq!(&e[..], b"ERR SELECT is not allowed in cluster mode");
+    assert_eq!(raw.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    // INFO keyspace sums the masters.
+    let info = raw.cmd(&["INFO", "keyspace"]);
+    let text = String::from_utf8_lossy(info.as_bytes().unwrap_or_default()).into_owned();
+    assert!(text.contains("db0:keys=301"), "{text}");
+}
