@@ -1970,13 +1970,7 @@ fn latency(ctx: &mut Ctx) -> Outcome {
                 "    Prints this help.",
             ],
         ),
-        _ => {
-            let msg = format!(
-                "ERR unknown subcommand or wrong number of arguments for '{}'. Try LATENCY HELP.",
-                lossy(&ctx.args[1])
-            );
-            ctx.out.error(&msg);
-        }
+        _ => unknown_subcommand(ctx, "LATENCY"),
     }
     Outcome::Done
 }
