@@ -622,6 +622,7 @@ fn shutdown_closes_and_exits() {
 }
 
 #[test]
+#[allow(clippy::approx_constant)] // DEBUG PROTOCOL double is Redis's literal 3.141
 fn debug_subcommands() {
     let plain = start_node(&[]);
     let mut p = Raw::connect(plain.port);
