@@ -226,6 +226,25 @@ fn dbsize_flushdb_flushall_save() {
         simple("Background saving started")
     );
     assert_eq!(r.cmd(&["BGSAVE", "x"]), err("ERR syntax error"));
+    // SWAPDB moves whole databases (the selected index stays), and touches WATCHed keys.
+    r.cmd(&["DEBUG", "POPULATE", "3"]);
+    r.cmd(&["SELECT", "5"]);
+    r.cmd(&["DEBUG", "POPULATE", "5", "five"]);
+    let mut w = Raw::connect(node.port);
+    w.cmd(&["SELECT", "5"]);
+    w.cmd(&["WATCH", "five:0"]);
+    assert_eq!(r.cmd(&["SWAPDB", "0", "5"]), simple("OK"));
+    assert_eq!(r.cmd(&["DBSIZE"]), Frame::Integer(3));
+    assert!(!r.cmd(&["DEBUG", "OBJECT", "key:2"]).is_error());
+    r.cmd(&["SELECT", "0"]);
+    assert_eq!(r.cmd(&["DBSIZE"]), Frame::Integer(5));
+    w.cmd(&["MULTI"]);
+    w.cmd(&["PING"]);
+    assert_eq!(w.cmd(&["EXEC"]), Frame::Null);
+    assert_eq!(
+        r.cmd(&["SWAPDB", "0", "99"]),
+        err("ERR DB index is out of range")
+    );
 }
 
 #[test]
@@ -867,6 +886,24 @@ fn differential_against_redis() {
         &["LATENCY", "HELP"],
         &["INFO", "nosuch"],
         &["BGSAVE", "FOO"],
+        &["SWAPDB", "x", "1"],
+        &["SWAPDB", "0", "x"],
+        &["SWAPDB", "-1", "0"],
+        &["SWAPDB", "0", "0"],
+        &["SWAPDB", "1", "16"],
+        &["FLUSHALL"],
+        &["DEBUG", "POPULATE", "3"],
+        &["SELECT", "1"],
+        &["DEBUG", "POPULATE", "5", "x"],
+        &["SWAPDB", "0", "1"],
+        &["DBSIZE"],
+        &["MEMORY", "USAGE", "x:1"],
+        &["SELECT", "0"],
+        &["DBSIZE"],
+        &["MEMORY", "USAGE", "key:1"],
+        &["SWAPDB", "1", "0"],
+        &["DBSIZE"],
+        &["FLUSHALL"],
         &["TIME", "x"],
         &["LASTSAVE", "x"],
     ];

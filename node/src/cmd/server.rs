@@ -1,4 +1,4 @@
-//! Server commands: INFO, DBSIZE, FLUSHDB, FLUSHALL, CONFIG, COMMAND, TIME, ROLE, LASTSAVE,
+//! Server commands: INFO, DBSIZE, FLUSHDB, FLUSHALL, SWAPDB, CONFIG, COMMAND, TIME, ROLE, LASTSAVE,
 //! SAVE, BGSAVE, BGREWRITEAOF, SHUTDOWN, SLOWLOG, MONITOR, DEBUG, FUNCTION, MEMORY, LATENCY
 //! and WAIT, with Redis 7.0's reply shapes and error texts.
 //!
@@ -41,6 +41,7 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("memory", memory),
     ("latency", latency),
     ("wait", wait),
+    ("swapdb", swapdb),
 ];
 
 /// The empty FUNCTION DUMP payload of Redis 7.0 (no libraries, RDB version 10, CRC64).
@@ -698,6 +699,69 @@ fn flushall(ctx: &mut Ctx) -> Outcome {
     ctx.ks.lock_everything();
     let removed: usize = ctx.ks.all_shards_mut().map(|(_, _, s)| s.clear()).sum();
     ctx.ks.dirty += removed as u64 + 1;
+    ctx.out.ok();
+    Outcome::Done
+}
+
+/// SWAPDB: exchanges the contents of two databases. The keyspace offers no O(1) swap of
+/// whole databases, so the entries are moved one by one (watchers of both are touched and
+/// clients blocked on their keys are woken, as in Redis).
+fn swapdb(ctx: &mut Ctx) -> Outcome {
+    let Some(a) = parse_i64(&ctx.args[1]) else {
+        ctx.out.error("ERR invalid first DB index");
+        return Outcome::Done;
+    };
+    let Some(b) = parse_i64(&ctx.args[2]) else {
+        ctx.out.error("ERR invalid second DB index");
+        return Outcome::Done;
+    };
+    if ctx.server.config.read().get_bool("cluster-enabled") {
+        ctx.out.error("ERR SWAPDB is not allowed in cluster mode");
+        return Outcome::Done;
+    }
+    let n = ctx.server.ks.count() as i64;
+    if !(0..n).contains(&a) || !(0..n).contains(&b) {
+        ctx.out.error("ERR DB index is out of range");
+        return Outcome::Done;
+    }
+    let (a, b) = (a as usize, b as usize);
+    if a != b {
+        let home = ctx.ks.db_index();
+        ctx.ks.set_db(a);
+        ctx.ks.lock_all();
+        ctx.ks.set_db(b);
+        ctx.ks.lock_all();
+        let mut taken: [Vec<(Box<[u8]>, crate::db::Entry)>; 2] = [Vec::new(), Vec::new()];
+        let now = ctx.ks.now;
+        for (d, idx, shard) in ctx.ks.all_shards_mut() {
+            let slot = if d == a {
+                0
+            } else if d == b {
+                1
+            } else {
+                continue;
+            };
+            for (_, m) in shard.slot_maps(idx) {
+                taken[slot].extend(
+                    m.iter()
+                        .filter(|(_, e)| e.expire_at == 0 || e.expire_at > now)
+                        .map(|(k, e)| (k.clone(), e.clone())),
+                );
+            }
+            shard.clear();
+        }
+        let [from_a, from_b] = taken;
+        ctx.ks.set_db(a);
+        for (k, e) in from_b {
+            ctx.ks.set_entry(&k, e);
+        }
+        ctx.ks.set_db(b);
+        for (k, e) in from_a {
+            ctx.ks.set_entry(&k, e);
+        }
+        ctx.ks.set_db(home);
+        ctx.ks.dirty += 1;
+    }
     ctx.out.ok();
     Outcome::Done
 }
