@@ -1,6 +1,6 @@
-//! Server commands: INFO, DBSIZE, FLUSHDB, FLUSHALL, SWAPDB, CONFIG, COMMAND, TIME, ROLE, LASTSAVE,
-//! SAVE, BGSAVE, BGREWRITEAOF, SHUTDOWN, SLOWLOG, MONITOR, DEBUG, FUNCTION, MEMORY, LATENCY
-//! and WAIT, with Redis 7.0's reply shapes and error texts.
+//! Server commands: INFO, DBSIZE, FLUSHDB, FLUSHALL, SWAPDB, CONFIG, COMMAND, TIME, ROLE,
+//! LASTSAVE, SAVE, BGSAVE, BGREWRITEAOF, SHUTDOWN, SLOWLOG, MONITOR, DEBUG, FUNCTION, MEMORY,
+//! LATENCY and WAIT, with Redis 7.0's reply shapes and error texts.
 //!
 //! Not (yet) backed by the real thing: SAVE/BGSAVE write no file (persistence does not exist
 //! yet; they only reset the change counter and LASTSAVE), WAIT answers 0 at once (standalone,
