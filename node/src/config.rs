@@ -257,7 +257,7 @@ pub static DIRECTIVES: &[Directive] = &[
         "enable-debug-command",
         Kind::Enum(&["yes", "no", "local"]),
         "no",
-        false
+        true
     ),
     d!(
         "hash-max-listpack-entries",
@@ -570,8 +570,9 @@ impl Config {
         } else {
             vec![value.to_string()]
         };
-        let v = check_value(d, &args)
-            .map_err(|e| format!("Invalid argument '{value}' for CONFIG SET '{name}' - {e}"))?;
+        let v = check_value(d, &args).map_err(|e| {
+            format!("CONFIG SET failed (possibly related to argument '{name}') - {e}")
+        })?;
         self.values.insert(d.name, v);
         Ok(())
     }

@@ -193,6 +193,7 @@ fn reset(ctx: &mut Ctx) -> Outcome {
     }
     c.handle.subs.store(0, Ordering::Relaxed);
     c.handle.psubs.store(0, Ordering::Relaxed);
+    super::pubsub::drop_shard_subscriptions(server, c.handle.id);
     if c.monitor {
         server.remove_monitor(c.handle.id);
         c.monitor = false;

@@ -1,0 +1,922 @@
+//! End-to-end tests of the server command family: INFO, DBSIZE, FLUSHDB/FLUSHALL, CONFIG,
+//! COMMAND, TIME, ROLE, LASTSAVE, SAVE/BGSAVE, SHUTDOWN, SLOWLOG, MONITOR, DEBUG, FUNCTION,
+//! MEMORY, LATENCY, WAIT — plus a differential run of deterministic replies against a real
+//! redis-server (skipped with a message when it is not installed).
+//!
+//! Keys are created with DEBUG POPULATE so the tests only rely on this family.
+
+use slotgate_protocol::Frame;
+use slotgate_tests::*;
+use std::time::{Duration, Instant};
+
+fn bulk(s: &str) -> Frame {
+    Frame::Bulk(s.as_bytes().to_vec().into())
+}
+
+fn simple(s: &str) -> Frame {
+    Frame::Simple(s.as_bytes().to_vec().into())
+}
+
+fn err(s: &str) -> Frame {
+    Frame::Error(s.as_bytes().to_vec().into())
+}
+
+fn text(f: &Frame) -> String {
+    String::from_utf8_lossy(
+        f.as_bytes()
+            .unwrap_or_else(|| panic!("not a string: {f:?}")),
+    )
+    .into_owned()
+}
+
+fn items(f: Frame) -> Vec<Frame> {
+    match f {
+        Frame::Array(v) | Frame::Set(v) | Frame::Push(v) => v,
+        other => panic!("not an aggregate: {other:?}"),
+    }
+}
+
+fn debug_node() -> Proc {
+    start_node(&["--enable-debug-command", "yes"])
+}
+
+/// Sends a command given as raw byte arguments.
+fn cmd_bytes(r: &mut Raw, args: &[&[u8]]) -> Frame {
+    let mut out = bytes::BytesMut::new();
+    slotgate_protocol::resp::write_command(&mut out, args);
+    r.send(&out);
+    r.read().expect("reply")
+}
+
+/// One `field:value` line of an INFO text.
+fn info_field(info: &str, field: &str) -> Option<String> {
+    info.split("\r\n")
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(str::to_string)
+}
+
+#[test]
+fn info_sections_and_fields() {
+    let node = debug_node();
+    let mut r = Raw::connect(node.port);
+    let info = text(&r.cmd(&["INFO"]));
+    assert!(info.ends_with("\r\n"));
+    assert!(!info.contains("\n\n") && !info.replace("\r\n", "").contains('\n'));
+    let headers: Vec<&str> = info.split("\r\n").filter(|l| l.starts_with('#')).collect();
+    assert_eq!(
+        headers,
+        [
+            "# Server",
+            "# Clients",
+            "# Memory",
+            "# Persistence",
+            "# Stats",
+            "# Replication",
+            "# CPU",
+            "# Modules",
+            "# Errorstats",
+            "# Cluster",
+            "# Keyspace"
+        ]
+    );
+    for (k, v) in [
+        ("redis_version", "7.0.15"),
+        ("redis_git_sha1", "00000000"),
+        ("redis_mode", "standalone"),
+        ("arch_bits", "64"),
+        ("loading", "0"),
+        ("aof_enabled", "0"),
+        ("role", "master"),
+        ("connected_slaves", "0"),
+        ("master_repl_offset", "0"),
+        ("cluster_enabled", "0"),
+        ("maxmemory", "0"),
+    ] {
+        assert_eq!(info_field(&info, k).as_deref(), Some(v), "{k}");
+    }
+    assert_eq!(info_field(&info, "tcp_port"), Some(node.port.to_string()));
+    assert_eq!(
+        info_field(&info, "process_id"),
+        Some(node.child.id().to_string())
+    );
+    for k in ["run_id", "master_replid"] {
+        let v = info_field(&info, k).unwrap();
+        assert!(
+            v.len() == 40 && v.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{k}={v}"
+        );
+    }
+    for k in [
+        "os",
+        "uptime_in_seconds",
+        "connected_clients",
+        "used_memory",
+        "used_memory_human",
+        "used_memory_rss",
+        "rdb_changes_since_last_save",
+        "total_connections_received",
+        "total_commands_processed",
+        "instantaneous_ops_per_sec",
+        "keyspace_hits",
+        "keyspace_misses",
+        "expired_keys",
+        "used_cpu_sys",
+        "used_cpu_user",
+    ] {
+        assert!(info_field(&info, k).is_some(), "missing {k}");
+    }
+    assert!(
+        info_field(&info, "used_memory")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert!(info_field(&info, "used_cpu_user").unwrap().contains('.'));
+    // Only non-empty databases are listed.
+    assert!(!info.contains("db0:"));
+    assert_eq!(text(&r.cmd(&["INFO", "keyspace"])), "# Keyspace\r\n");
+    assert_eq!(r.cmd(&["DEBUG", "POPULATE", "5"]), simple("OK"));
+    r.cmd(&["SELECT", "3"]);
+    r.cmd(&["DEBUG", "POPULATE", "2", "other"]);
+    assert_eq!(
+        text(&r.cmd(&["INFO", "keyspace"])),
+        "# Keyspace\r\ndb0:keys=5,expires=0,avg_ttl=0\r\ndb3:keys=2,expires=0,avg_ttl=0\r\n"
+    );
+    // Several sections in Redis's order; unknown sections are ignored.
+    let two = text(&r.cmd(&["INFO", "KEYSPACE", "cpu", "nosuch"]));
+    assert!(two.starts_with("# CPU\r\n"));
+    assert!(two.contains("\r\n\r\n# Keyspace\r\n"));
+    assert_eq!(r.cmd(&["INFO", "nosuch"]), bulk(""));
+    let all = text(&r.cmd(&["INFO", "all"]));
+    assert!(all.contains("# Commandstats\r\n"));
+    assert!(all.contains("cmdstat_select:calls=1,usec="));
+    assert!(all.contains("cmdstat_debug:calls=2,"));
+    let cs = text(&r.cmd(&["INFO", "commandstats"]));
+    assert!(cs.starts_with("# Commandstats\r\ncmdstat_"));
+    assert!(cs.contains(",usec_per_call="));
+    assert!(cs.contains(",rejected_calls=0,failed_calls=0"));
+    let ev = text(&r.cmd(&["INFO", "everything"]));
+    assert!(ev.contains("# Commandstats") && ev.contains("# Server"));
+    let def = text(&r.cmd(&["INFO", "default"]));
+    assert!(!def.contains("# Commandstats") && def.contains("# Keyspace"));
+    // RESP3: a verbatim string.
+    r.cmd(&["HELLO", "3"]);
+    match r.cmd(&["INFO", "cluster"]) {
+        Frame::Verbatim(fmt, data) => {
+            assert_eq!(&fmt[..], b"txt");
+            assert_eq!(&data[..], b"# Cluster\r\ncluster_enabled:0\r\n");
+        }
+        other => panic!("INFO in RESP3: {other:?}"),
+    }
+    let cluster = start_node(&["--cluster-enabled", "yes"]);
+    let mut c = Raw::connect(cluster.port);
+    let info = text(&c.cmd(&["INFO", "server", "cluster"]));
+    assert_eq!(info_field(&info, "cluster_enabled").as_deref(), Some("1"));
+    assert_eq!(info_field(&info, "redis_mode").as_deref(), Some("cluster"));
+}
+
+#[test]
+fn dbsize_flushdb_flushall_save() {
+    let node = debug_node();
+    let mut r = Raw::connect(node.port);
+    assert_eq!(r.cmd(&["DBSIZE"]), Frame::Integer(0));
+    r.cmd(&["DEBUG", "POPULATE", "100"]);
+    assert_eq!(r.cmd(&["DBSIZE"]), Frame::Integer(100));
+    r.cmd(&["SELECT", "1"]);
+    r.cmd(&["DEBUG", "POPULATE", "7"]);
+    assert_eq!(r.cmd(&["DBSIZE"]), Frame::Integer(7));
+    assert_eq!(r.cmd(&["FLUSHDB"]), simple("OK"));
+    assert_eq!(r.cmd(&["DBSIZE"]), Frame::Integer(0));
+    r.cmd(&["SELECT", "0"]);
+    assert_eq!(r.cmd(&["DBSIZE"]), Frame::Integer(100));
+    assert_eq!(r.cmd(&["FLUSHDB", "foo"]), err("ERR syntax error"));
+    assert_eq!(r.cmd(&["FLUSHALL", "ASYNC", "x"]), err("ERR syntax error"));
+    r.cmd(&["SELECT", "1"]);
+    r.cmd(&["DEBUG", "POPULATE", "3"]);
+    let info = text(&r.cmd(&["INFO", "persistence"]));
+    let changes: u64 = info_field(&info, "rdb_changes_since_last_save")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(changes >= 8, "{changes}");
+    assert_eq!(r.cmd(&["FLUSHALL", "sync"]), simple("OK"));
+    assert_eq!(r.cmd(&["DBSIZE"]), Frame::Integer(0));
+    r.cmd(&["SELECT", "0"]);
+    assert_eq!(r.cmd(&["DBSIZE"]), Frame::Integer(0));
+    assert_eq!(r.cmd(&["FLUSHDB", "ASYNC"]), simple("OK"));
+    // SAVE / BGSAVE (no file is written yet) reset the change counter and move LASTSAVE.
+    let before = match r.cmd(&["LASTSAVE"]) {
+        Frame::Integer(n) => n,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(r.cmd(&["SAVE"]), simple("OK"));
+    let info = text(&r.cmd(&["INFO", "persistence"]));
+    assert_eq!(
+        info_field(&info, "rdb_changes_since_last_save").as_deref(),
+        Some("0")
+    );
+    match r.cmd(&["LASTSAVE"]) {
+        Frame::Integer(n) => assert!(n >= before),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.cmd(&["BGSAVE"]), simple("Background saving started"));
+    assert_eq!(
+        r.cmd(&["BGSAVE", "SCHEDULE"]),
+        simple("Background saving started")
+    );
+    assert_eq!(r.cmd(&["BGSAVE", "x"]), err("ERR syntax error"));
+    // SWAPDB moves whole databases (the selected index stays), and touches WATCHed keys.
+    r.cmd(&["DEBUG", "POPULATE", "3"]);
+    r.cmd(&["SELECT", "5"]);
+    r.cmd(&["DEBUG", "POPULATE", "5", "five"]);
+    let mut w = Raw::connect(node.port);
+    w.cmd(&["SELECT", "5"]);
+    w.cmd(&["WATCH", "five:0"]);
+    assert_eq!(r.cmd(&["SWAPDB", "0", "5"]), simple("OK"));
+    assert_eq!(r.cmd(&["DBSIZE"]), Frame::Integer(3));
+    assert!(!r.cmd(&["DEBUG", "OBJECT", "key:2"]).is_error());
+    r.cmd(&["SELECT", "0"]);
+    assert_eq!(r.cmd(&["DBSIZE"]), Frame::Integer(5));
+    w.cmd(&["MULTI"]);
+    w.cmd(&["PING"]);
+    assert_eq!(w.cmd(&["EXEC"]), Frame::Null);
+    assert_eq!(
+        r.cmd(&["SWAPDB", "0", "99"]),
+        err("ERR DB index is out of range")
+    );
+}
+
+#[test]
+fn config_get_set_rewrite_resetstat() {
+    let node = start_node(&[]);
+    let mut r = Raw::connect(node.port);
+    // Several patterns (Redis 7.0); a directive matched twice is listed once.
+    let got = items(r.cmd(&["CONFIG", "GET", "maxmemory", "port", "maxmemory"]));
+    assert_eq!(got.len(), 4);
+    let pairs: Vec<(Frame, Frame)> = got
+        .chunks(2)
+        .map(|c| (c[0].clone(), c[1].clone()))
+        .collect();
+    assert!(pairs.contains(&(bulk("maxmemory"), bulk("0"))));
+    assert!(pairs.contains(&(bulk("port"), bulk(&node.port.to_string()))));
+    let slow = items(r.cmd(&["CONFIG", "GET", "slowlog-*"]));
+    assert_eq!(slow.len(), 4);
+    assert_eq!(items(r.cmd(&["CONFIG", "GET", "nosuch"])), vec![]);
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "slowlog-max-len", "5", "hz", "20"]),
+        simple("OK")
+    );
+    assert_eq!(
+        items(r.cmd(&["CONFIG", "GET", "slowlog-max-len"])),
+        vec![bulk("slowlog-max-len"), bulk("5")]
+    );
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "foo", "bar"]),
+        err("ERR Unknown option or number of arguments for CONFIG SET - 'foo'")
+    );
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "maxmemory", "abc"]),
+        err("ERR CONFIG SET failed (possibly related to argument 'maxmemory') - argument must be a memory value")
+    );
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "hz", "1", "hz", "2"]),
+        err("ERR CONFIG SET failed (possibly related to argument 'hz') - duplicate parameter")
+    );
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "daemonize", "yes"]),
+        err("ERR CONFIG SET failed (possibly related to argument 'daemonize') - can't set immutable config")
+    );
+    // A failing pair leaves the others unapplied.
+    r.cmd(&["CONFIG", "SET", "hz", "30", "maxmemory", "x"]);
+    assert_eq!(
+        items(r.cmd(&["CONFIG", "GET", "hz"])),
+        vec![bulk("hz"), bulk("20")]
+    );
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "hz", "1", "x"]),
+        err("ERR wrong number of arguments for 'config|set' command")
+    );
+    assert_eq!(
+        r.cmd(&["CONFIG", "REWRITE"]),
+        err("ERR The server is running without a config file")
+    );
+    assert_eq!(
+        r.cmd(&["CONFIG", "FOO"]),
+        err("ERR unknown subcommand 'FOO'. Try CONFIG HELP.")
+    );
+    assert_eq!(items(r.cmd(&["CONFIG", "HELP"])).len(), 11);
+    // RESP3: a map.
+    r.cmd(&["HELLO", "3"]);
+    assert_eq!(
+        r.cmd(&["CONFIG", "GET", "maxmemory"]),
+        Frame::Map(vec![(bulk("maxmemory"), bulk("0"))])
+    );
+    // RESETSTAT.
+    r.cmd(&["PING"]);
+    assert_eq!(r.cmd(&["CONFIG", "RESETSTAT"]), simple("OK"));
+    let info = match r.cmd(&["INFO", "stats", "commandstats"]) {
+        Frame::Verbatim(_, d) => String::from_utf8_lossy(&d).into_owned(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        info_field(&info, "total_commands_processed").as_deref(),
+        Some("1")
+    );
+    assert!(!info.contains("cmdstat_ping"));
+    // requirepass takes effect for new connections (and AUTH), loglevel is accepted.
+    assert_eq!(
+        r.cmd(&[
+            "CONFIG",
+            "SET",
+            "requirepass",
+            "s3cret",
+            "loglevel",
+            "verbose"
+        ]),
+        simple("OK")
+    );
+    let mut other = Raw::connect(node.port);
+    assert_eq!(
+        other.cmd(&["DBSIZE"]),
+        err("NOAUTH Authentication required.")
+    );
+    assert_eq!(other.cmd(&["AUTH", "s3cret"]), simple("OK"));
+    assert_eq!(other.cmd(&["DBSIZE"]), Frame::Integer(0));
+    assert_eq!(
+        other.cmd(&["CONFIG", "SET", "requirepass", ""]),
+        simple("OK")
+    );
+    let mut third = Raw::connect(node.port);
+    assert_eq!(third.cmd(&["DBSIZE"]), Frame::Integer(0));
+}
+
+#[test]
+fn config_rewrite_with_file() {
+    let dir = std::env::temp_dir().join(format!("sg-server-rw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("node.conf");
+    std::fs::write(&conf, "# my config\nhz 10\n").unwrap();
+    let port = free_port();
+    let child = std::process::Command::new(our_bin("slotgate-node"))
+        .arg(&conf)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let node = Proc {
+        child,
+        port,
+        dir: dir.clone(),
+    };
+    let t = Instant::now();
+    let mut r = loop {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            drop(s);
+            break Raw::connect(port);
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "node did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "hz", "15", "maxmemory", "1mb"]),
+        simple("OK")
+    );
+    assert_eq!(r.cmd(&["CONFIG", "REWRITE"]), simple("OK"));
+    let written = std::fs::read_to_string(&conf).unwrap();
+    assert!(written.starts_with("# my config\nhz 15\n"), "{written}");
+    assert!(written.contains("maxmemory 1048576"), "{written}");
+    drop(node);
+}
+
+#[test]
+fn command_introspection() {
+    let node = start_node(&[]);
+    let mut r = Raw::connect(node.port);
+    let all = items(r.cmd(&["COMMAND"]));
+    let count = match r.cmd(&["COMMAND", "COUNT"]) {
+        Frame::Integer(n) => n as usize,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(all.len(), count);
+    assert!(count >= 20);
+    for c in &all {
+        let c = items(c.clone());
+        assert_eq!(c.len(), 10, "{c:?}");
+    }
+    let names: Vec<String> = all.iter().map(|c| text(&items(c.clone())[0])).collect();
+    for n in ["info", "config", "command", "subscribe", "ping", "multi"] {
+        assert!(names.iter().any(|x| x == n), "COMMAND lacks {n}");
+    }
+    let info = items(r.cmd(&["COMMAND", "INFO", "dbsize", "nosuchcmd", "config|get"]));
+    assert_eq!(info.len(), 3);
+    let dbsize = items(info[0].clone());
+    assert_eq!(dbsize[0], bulk("dbsize"));
+    assert_eq!(dbsize[1], Frame::Integer(1));
+    assert_eq!(info[1], Frame::Null);
+    assert_eq!(items(info[2].clone())[0], bulk("config|get"));
+    assert!(items(r.cmd(&["COMMAND", "INFO"])).len() == count);
+    let docs = items(r.cmd(&["COMMAND", "DOCS", "dbsize", "nosuchcmd"]));
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0], bulk("dbsize"));
+    let list = items(r.cmd(&["COMMAND", "LIST"]));
+    assert!(list.contains(&bulk("config|get")) && list.contains(&bulk("ping")));
+    let mut flush: Vec<String> =
+        items(r.cmd(&["COMMAND", "LIST", "FILTERBY", "PATTERN", "flush*"]))
+            .iter()
+            .map(text)
+            .collect();
+    flush.sort();
+    assert_eq!(flush, ["flushall", "flushdb"]);
+    let ps: Vec<String> = items(r.cmd(&["COMMAND", "LIST", "FILTERBY", "ACLCAT", "pubsub"]))
+        .iter()
+        .map(text)
+        .collect();
+    assert!(ps.contains(&"publish".to_string()) && !ps.contains(&"ping".to_string()));
+    assert!(items(r.cmd(&["COMMAND", "LIST", "FILTERBY", "MODULE", "x"])).is_empty());
+    assert_eq!(
+        r.cmd(&["COMMAND", "LIST", "FILTERBY", "FOO", "x"]),
+        err("ERR syntax error")
+    );
+    assert_eq!(
+        items(r.cmd(&["COMMAND", "GETKEYS", "mset", "a", "1", "b", "2"])),
+        vec![bulk("a"), bulk("b")]
+    );
+    assert_eq!(
+        r.cmd(&["COMMAND", "GETKEYS", "ping", "x"]),
+        err("ERR The command has no key arguments")
+    );
+    assert_eq!(
+        r.cmd(&["COMMAND", "GETKEYS", "nosuch", "x"]),
+        err("ERR Invalid command specified")
+    );
+    assert_eq!(
+        r.cmd(&[
+            "COMMAND",
+            "GETKEYSANDFLAGS",
+            "lmove",
+            "a",
+            "b",
+            "left",
+            "right"
+        ]),
+        Frame::Array(vec![
+            Frame::Array(vec![
+                bulk("a"),
+                Frame::Array(vec![simple("RW"), simple("access"), simple("delete")])
+            ]),
+            Frame::Array(vec![
+                bulk("b"),
+                Frame::Array(vec![simple("RW"), simple("insert")])
+            ]),
+        ])
+    );
+    assert_eq!(
+        r.cmd(&["COMMAND", "FOO"]),
+        err("ERR unknown subcommand 'FOO'. Try COMMAND HELP.")
+    );
+    // RESP3: COMMAND DOCS is a map, key specs flags are sets.
+    r.cmd(&["HELLO", "3"]);
+    match r.cmd(&["COMMAND", "DOCS", "dbsize"]) {
+        Frame::Map(m) => {
+            assert_eq!(m.len(), 1);
+            assert_eq!(m[0].0, bulk("dbsize"));
+            assert!(matches!(m[0].1, Frame::Map(_)));
+        }
+        other => panic!("{other:?}"),
+    }
+    match r.cmd(&["COMMAND", "GETKEYSANDFLAGS", "set", "k", "v"]) {
+        Frame::Array(v) => assert_eq!(
+            v,
+            vec![Frame::Array(vec![
+                bulk("k"),
+                Frame::Set(vec![simple("OW"), simple("update")])
+            ])]
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn time_role_wait() {
+    let node = start_node(&[]);
+    let mut r = Raw::connect(node.port);
+    let t = items(r.cmd(&["TIME"]));
+    let secs: u64 = text(&t[0]).parse().unwrap();
+    let micros: u64 = text(&t[1]).parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(secs.abs_diff(now) <= 2 && micros < 1_000_000);
+    assert_eq!(
+        r.cmd(&["ROLE"]),
+        Frame::Array(vec![
+            bulk("master"),
+            Frame::Integer(0),
+            Frame::Array(vec![])
+        ])
+    );
+    assert_eq!(r.cmd(&["WAIT", "0", "0"]), Frame::Integer(0));
+    assert_eq!(r.cmd(&["WAIT", "1", "100"]), Frame::Integer(0));
+    assert_eq!(r.cmd(&["WAIT", "1", "-1"]), err("ERR timeout is negative"));
+    assert_eq!(
+        r.cmd(&["WAIT", "x", "0"]),
+        err("ERR value is not an integer or out of range")
+    );
+}
+
+#[test]
+fn slowlog_entries() {
+    let node = start_node(&[]);
+    let mut r = Raw::connect(node.port);
+    let port = r.s.local_addr().unwrap().port();
+    r.cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+    r.cmd(&["CLIENT", "SETNAME", "me"]);
+    r.cmd(&["ECHO", "hello"]);
+    let got = items(r.cmd(&["SLOWLOG", "GET", "1"]));
+    assert_eq!(got.len(), 1);
+    let e = items(got[0].clone());
+    assert_eq!(e.len(), 6);
+    assert!(matches!(e[0], Frame::Integer(_)));
+    assert!(matches!(e[1], Frame::Integer(t) if t > 1_600_000_000));
+    assert!(matches!(e[2], Frame::Integer(_)));
+    assert_eq!(e[3], Frame::Array(vec![bulk("ECHO"), bulk("hello")]));
+    assert_eq!(e[4], bulk(&format!("127.0.0.1:{port}")));
+    assert_eq!(e[5], bulk("me"));
+    assert!(matches!(r.cmd(&["SLOWLOG", "LEN"]), Frame::Integer(n) if n >= 3));
+    assert_eq!(r.cmd(&["SLOWLOG", "RESET"]), simple("OK"));
+    // The RESET itself is logged afterwards, as in Redis.
+    assert_eq!(r.cmd(&["SLOWLOG", "LEN"]), Frame::Integer(1));
+    assert_eq!(items(r.cmd(&["SLOWLOG", "GET", "0"])), vec![]);
+    assert_eq!(
+        r.cmd(&["SLOWLOG", "GET", "-2"]),
+        err("ERR count should be greater than or equal to -1")
+    );
+    // Long arguments are trimmed, slowlog-max-len bounds the log.
+    let long = "x".repeat(200);
+    r.cmd(&["ECHO", &long]);
+    let e = items(items(r.cmd(&["SLOWLOG", "GET", "1"]))[0].clone());
+    assert_eq!(
+        items(e[3].clone())[1],
+        bulk(&format!("{}... (72 more bytes)", "x".repeat(128)))
+    );
+    r.cmd(&["CONFIG", "SET", "slowlog-max-len", "3"]);
+    for _ in 0..10 {
+        r.cmd(&["PING"]);
+    }
+    assert_eq!(r.cmd(&["SLOWLOG", "LEN"]), Frame::Integer(3));
+    assert_eq!(items(r.cmd(&["SLOWLOG", "GET", "-1"])).len(), 3);
+    assert_eq!(items(r.cmd(&["SLOWLOG", "HELP"])).len(), 12);
+}
+
+#[test]
+fn monitor_sees_other_clients() {
+    let node = start_node(&[]);
+    let mut mon = Raw::connect(node.port);
+    assert_eq!(mon.cmd(&["MONITOR"]), simple("OK"));
+    let mut other = Raw::connect(node.port);
+    let port = other.s.local_addr().unwrap().port();
+    let _ = other.cmd(&["set", "k", "v"]);
+    let line = text(&mon.read().expect("monitor line"));
+    let (ts, rest) = line.split_once(' ').unwrap();
+    let (secs, micros) = ts.split_once('.').unwrap();
+    assert!(secs.parse::<u64>().is_ok() && micros.len() == 6, "{line}");
+    assert_eq!(rest, format!("[0 127.0.0.1:{port}] \"set\" \"k\" \"v\""));
+    other.cmd(&["SELECT", "2"]);
+    let _ = mon.read();
+    other.cmd(&["ECHO", "a\"b\n"]);
+    let line = text(&mon.read().expect("monitor line"));
+    assert!(
+        line.ends_with(&format!("[2 127.0.0.1:{port}] \"ECHO\" \"a\\\"b\\n\"")),
+        "{line}"
+    );
+    let list = text(&other.cmd(&["CLIENT", "LIST"]));
+    assert!(list.contains("flags=O"), "{list}");
+    let line = text(&mon.read().expect("monitor line"));
+    assert!(line.ends_with("\"CLIENT\" \"LIST\""), "{line}");
+    // RESET ends monitoring.
+    assert_eq!(mon.cmd(&["RESET"]), simple("RESET"));
+    other.cmd(&["PING"]);
+    // The monitor's own RESET may still be echoed to it (it was fed before RESET ran).
+    let mut f = mon.cmd(&["ECHO", "after"]);
+    if matches!(&f, Frame::Simple(l) if l.ends_with(b"\"RESET\"")) {
+        f = mon.read().expect("reply");
+    }
+    assert_eq!(f, bulk("after"));
+}
+
+#[test]
+fn shutdown_closes_and_exits() {
+    let mut node = start_node(&[]);
+    let mut r = Raw::connect(node.port);
+    assert_eq!(
+        r.cmd(&["SHUTDOWN", "ABORT"]),
+        err("ERR No shutdown in progress.")
+    );
+    assert_eq!(r.cmd(&["SHUTDOWN", "FOO"]), err("ERR syntax error"));
+    assert_eq!(
+        r.cmd(&["SHUTDOWN", "SAVE", "NOSAVE"]),
+        err("ERR syntax error")
+    );
+    r.send(b"*2\r\n$8\r\nSHUTDOWN\r\n$6\r\nNOSAVE\r\n");
+    assert!(r.read().is_none(), "SHUTDOWN must not reply");
+    let t = Instant::now();
+    loop {
+        if let Ok(Some(st)) = node.child.try_wait() {
+            assert!(st.success(), "{st}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "node still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[allow(clippy::approx_constant)] // DEBUG PROTOCOL double is Redis's literal 3.141
+fn debug_subcommands() {
+    let plain = start_node(&[]);
+    let mut p = Raw::connect(plain.port);
+    assert_eq!(
+        p.cmd(&["DEBUG", "SLEEP", "0"]),
+        err("ERR DEBUG command not allowed. If the enable-debug-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.")
+    );
+    let local = start_node(&["--enable-debug-command", "local"]);
+    assert_eq!(
+        Raw::connect(local.port).cmd(&["DEBUG", "SLEEP", "0"]),
+        simple("OK")
+    );
+
+    let node = debug_node();
+    let mut r = Raw::connect(node.port);
+    let t = Instant::now();
+    assert_eq!(r.cmd(&["DEBUG", "SLEEP", "0.2"]), simple("OK"));
+    assert!(t.elapsed() >= Duration::from_millis(190));
+    assert_eq!(r.cmd(&["DEBUG", "SLEEP", "abc"]), simple("OK"));
+    let zero = "0".repeat(40);
+    assert_eq!(r.cmd(&["DEBUG", "DIGEST"]), simple(&zero));
+    assert_eq!(r.cmd(&["DEBUG", "POPULATE", "3", "k", "10"]), simple("OK"));
+    assert_eq!(r.cmd(&["DBSIZE"]), Frame::Integer(3));
+    let d1 = text(&r.cmd(&["DEBUG", "DIGEST"]));
+    assert_ne!(d1, zero);
+    assert_eq!(text(&r.cmd(&["DEBUG", "DIGEST"])), d1);
+    let vals = items(r.cmd(&["DEBUG", "DIGEST-VALUE", "k:0", "k:1", "nokey"]));
+    assert_eq!(vals.len(), 3);
+    assert_ne!(vals[0], vals[1]);
+    assert_eq!(vals[2], simple(&zero));
+    let obj = text(&r.cmd(&["DEBUG", "OBJECT", "k:0"]));
+    assert!(
+        obj.starts_with("Value at:") && obj.contains(" encoding:embstr "),
+        "{obj}"
+    );
+    assert_eq!(r.cmd(&["DEBUG", "OBJECT", "nokey"]), err("ERR no such key"));
+    assert_eq!(r.cmd(&["DEBUG", "SET-ACTIVE-EXPIRE", "0"]), simple("OK"));
+    assert_eq!(r.cmd(&["DEBUG", "SET-ACTIVE-EXPIRE", "1"]), simple("OK"));
+    assert_eq!(r.cmd(&["DEBUG", "ERROR", "MYERR oops"]), err("MYERR oops"));
+    assert_eq!(r.cmd(&["DEBUG", "LOG", "hello"]), simple("OK"));
+    assert_eq!(
+        r.cmd(&["DEBUG", "JMAP"]),
+        err("ERR unknown subcommand or wrong number of arguments for 'JMAP'. Try DEBUG HELP.")
+    );
+    assert_eq!(
+        r.cmd(&["DEBUG"]),
+        err("ERR wrong number of arguments for 'debug' command")
+    );
+    assert_eq!(r.cmd(&["FLUSHALL"]), simple("OK"));
+    assert_eq!(r.cmd(&["DEBUG", "DIGEST"]), simple(&zero));
+    // DEBUG PROTOCOL in RESP2 and RESP3.
+    assert_eq!(r.cmd(&["DEBUG", "PROTOCOL", "double"]), bulk("3.141"));
+    assert_eq!(r.cmd(&["DEBUG", "PROTOCOL", "true"]), Frame::Integer(1));
+    r.cmd(&["HELLO", "3"]);
+    assert_eq!(
+        r.cmd(&["DEBUG", "PROTOCOL", "double"]),
+        Frame::Double(3.141)
+    );
+    assert_eq!(r.cmd(&["DEBUG", "PROTOCOL", "true"]), Frame::Boolean(true));
+    assert_eq!(r.cmd(&["DEBUG", "PROTOCOL", "null"]), Frame::Null);
+    assert_eq!(
+        r.cmd(&["DEBUG", "PROTOCOL", "set"]),
+        Frame::Set(vec![
+            Frame::Integer(0),
+            Frame::Integer(1),
+            Frame::Integer(2)
+        ])
+    );
+}
+
+#[test]
+fn function_memory_latency() {
+    let node = debug_node();
+    let mut r = Raw::connect(node.port);
+    let dump = r.cmd(&["FUNCTION", "DUMP"]);
+    let payload = dump.as_bytes().unwrap().to_vec();
+    assert_eq!(
+        cmd_bytes(&mut r, &[b"FUNCTION", b"RESTORE", &payload]),
+        simple("OK")
+    );
+    assert_eq!(
+        cmd_bytes(&mut r, &[b"FUNCTION", b"RESTORE", b"garbage"]),
+        err("ERR DUMP payload version or checksum are wrong")
+    );
+    assert_eq!(r.cmd(&["FUNCTION", "FLUSH"]), simple("OK"));
+    assert_eq!(r.cmd(&["FUNCTION", "FLUSH", "SYNC"]), simple("OK"));
+    assert_eq!(items(r.cmd(&["FUNCTION", "LIST"])), vec![]);
+    r.cmd(&["DEBUG", "POPULATE", "1"]);
+    match r.cmd(&["MEMORY", "USAGE", "key:0"]) {
+        Frame::Integer(n) => assert!(n > 40 && n < 1000, "{n}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        r.cmd(&["MEMORY", "USAGE", "key:0", "SAMPLES", "0"]),
+        Frame::Integer(_)
+    ));
+    assert_eq!(r.cmd(&["MEMORY", "USAGE", "nokey"]), Frame::Null);
+    assert_eq!(
+        r.cmd(&["MEMORY", "USAGE", "key:0", "FOO"]),
+        err("ERR syntax error")
+    );
+    let stats = items(r.cmd(&["MEMORY", "STATS"]));
+    assert!(stats.contains(&bulk("keys.count")) && stats.contains(&bulk("db.0")));
+    assert!(matches!(r.cmd(&["MEMORY", "DOCTOR"]), Frame::Bulk(_)));
+    assert_eq!(items(r.cmd(&["LATENCY", "LATEST"])), vec![]);
+    assert_eq!(r.cmd(&["LATENCY", "RESET"]), Frame::Integer(0));
+    let hist = items(r.cmd(&["LATENCY", "HISTOGRAM", "dbsize", "memory|usage"]));
+    assert_eq!(hist[0], bulk("memory|usage"));
+    r.cmd(&["HELLO", "3"]);
+    match r.cmd(&["FUNCTION", "STATS"]) {
+        Frame::Map(m) => {
+            assert_eq!(m[0], (bulk("running_script"), Frame::Null));
+            assert_eq!(m[1].0, bulk("engines"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(r.cmd(&["MEMORY", "STATS"]), Frame::Map(_)));
+    assert!(matches!(r.cmd(&["MEMORY", "DOCTOR"]), Frame::Verbatim(..)));
+}
+
+/// Replies that must be byte-for-byte those of redis-server 7.0.
+#[test]
+fn differential_against_redis() {
+    let Some(redis) = start_redis(&["--enable-debug-command", "yes"]) else {
+        eprintln!("SKIPPED differential part: redis-server is not installed");
+        return;
+    };
+    let node = debug_node();
+    let script: &[&[&str]] = &[
+        &["FLUSHALL"],
+        &["DEBUG", "DIGEST"],
+        &["DEBUG", "POPULATE", "10"],
+        &["DBSIZE"],
+        &["DEBUG", "POPULATE", "10"],
+        &["DBSIZE"],
+        &["DEBUG", "OBJECT", "nokey"],
+        &["DEBUG", "DIGEST-VALUE", "nokey"],
+        &["DEBUG", "SET-ACTIVE-EXPIRE", "1"],
+        &["DEBUG", "SLEEP", "0"],
+        &["DEBUG", "FOO"],
+        &["DEBUG", "PROTOCOL", "string"],
+        &["DEBUG", "PROTOCOL", "integer"],
+        &["DEBUG", "PROTOCOL", "double"],
+        &["DEBUG", "PROTOCOL", "bignum"],
+        &["DEBUG", "PROTOCOL", "null"],
+        &["DEBUG", "PROTOCOL", "array"],
+        &["DEBUG", "PROTOCOL", "set"],
+        &["DEBUG", "PROTOCOL", "map"],
+        &["DEBUG", "PROTOCOL", "true"],
+        &["DEBUG", "PROTOCOL", "false"],
+        &["DEBUG", "PROTOCOL", "verbatim"],
+        &["DEBUG", "PROTOCOL", "nosuch"],
+        &["DEBUG", "ERROR", "CUSTOM message"],
+        &["MEMORY", "USAGE", "nokey"],
+        &["MEMORY", "USAGE", "key:1", "FOO"],
+        &["MEMORY", "FOO"],
+        &["MEMORY", "HELP"],
+        &["MEMORY", "PURGE"],
+        &["FLUSHDB"],
+        &["DBSIZE"],
+        &["FLUSHDB", "ASYNC"],
+        &["FLUSHDB", "FOO"],
+        &["FLUSHALL", "a", "b"],
+        &["CONFIG", "GET", "maxmemory"],
+        &["CONFIG", "GET", "nonexistent-x"],
+        &["CONFIG", "SET", "foo", "bar"],
+        &["CONFIG", "SET", "maxmemory", "abc"],
+        &["CONFIG", "SET", "hz", "10", "hz", "11"],
+        &["CONFIG", "SET", "daemonize", "yes"],
+        &["CONFIG", "SET", "hz", "abc"],
+        &["CONFIG", "SET", "appendonly", "maybe"],
+        &["CONFIG", "SET", "hz", "12", "maxmemory", "0"],
+        &["CONFIG", "GET", "hz"],
+        &["CONFIG", "SET", "a"],
+        &["CONFIG", "GET"],
+        &["CONFIG", "REWRITE"],
+        &["CONFIG", "FOO"],
+        &["CONFIG", "HELP"],
+        &["CONFIG", "RESETSTAT"],
+        &["COMMAND", "FOO"],
+        &["COMMAND", "HELP"],
+        &["COMMAND", "GETKEYS", "get"],
+        &["COMMAND", "GETKEYS", "set", "a", "b"],
+        &["COMMAND", "GETKEYS", "ping"],
+        &["COMMAND", "GETKEYS", "nosuch", "a"],
+        &["COMMAND", "GETKEYS", "zunionstore", "d", "2", "a", "b"],
+        &["COMMAND", "GETKEYSANDFLAGS", "set", "a", "b"],
+        &["COMMAND", "GETKEYSANDFLAGS", "set", "a", "b", "GET"],
+        &[
+            "COMMAND",
+            "GETKEYSANDFLAGS",
+            "lmove",
+            "a",
+            "b",
+            "left",
+            "right",
+        ],
+        &[
+            "COMMAND",
+            "GETKEYSANDFLAGS",
+            "bitfield",
+            "a",
+            "GET",
+            "u8",
+            "0",
+        ],
+        &["COMMAND", "INFO", "dbsize", "nosuch"],
+        &["COMMAND", "DOCS", "dbsize", "nosuch"],
+        &["COMMAND", "DOCS", "time"],
+        &["COMMAND", "LIST", "FOO"],
+        &["COMMAND", "LIST", "FILTERBY", "MODULE", "x"],
+        &["COMMAND", "LIST", "FILTERBY", "bad", "x"],
+        &["ROLE"],
+        &["WAIT", "0", "0"],
+        &["WAIT", "x", "0"],
+        &["WAIT", "1", "-1"],
+        &["SHUTDOWN", "ABORT"],
+        &["SHUTDOWN", "FOO"],
+        &["SLOWLOG", "GET", "x"],
+        &["SLOWLOG", "GET", "-2"],
+        &["SLOWLOG", "FOO"],
+        &["SLOWLOG", "HELP"],
+        &["SLOWLOG", "RESET"],
+        &["FUNCTION", "DUMP"],
+        &["FUNCTION", "FLUSH"],
+        &["FUNCTION", "FLUSH", "ASYNC"],
+        &["FUNCTION", "FLUSH", "X"],
+        &["FUNCTION", "LIST"],
+        &["FUNCTION", "LIST", "FOO"],
+        &["FUNCTION", "LIST", "WITHCODE"],
+        &["FUNCTION", "STATS"],
+        &["FUNCTION", "FOO"],
+        &["FUNCTION", "RESTORE", "x"],
+        &["FUNCTION", "DELETE", "x"],
+        &["FUNCTION", "KILL"],
+        &["FUNCTION", "LOAD", "x"],
+        &["LATENCY", "LATEST"],
+        &["LATENCY", "HISTORY", "command"],
+        &["LATENCY", "RESET"],
+        &["LATENCY", "DOCTOR"],
+        &["LATENCY", "FOO"],
+        &["LATENCY", "HELP"],
+        &["INFO", "nosuch"],
+        &["BGSAVE", "FOO"],
+        &["SWAPDB", "x", "1"],
+        &["SWAPDB", "0", "x"],
+        &["SWAPDB", "-1", "0"],
+        &["SWAPDB", "0", "0"],
+        &["SWAPDB", "1", "16"],
+        &["FLUSHALL"],
+        &["DEBUG", "POPULATE", "3"],
+        &["SELECT", "1"],
+        &["DEBUG", "POPULATE", "5", "x"],
+        &["SWAPDB", "0", "1"],
+        &["DBSIZE"],
+        &["MEMORY", "USAGE", "x:1"],
+        &["SELECT", "0"],
+        &["DBSIZE"],
+        &["MEMORY", "USAGE", "key:1"],
+        &["SWAPDB", "1", "0"],
+        &["DBSIZE"],
+        &["FLUSHALL"],
+        &["TIME", "x"],
+        &["LASTSAVE", "x"],
+    ];
+    for resp3 in [false, true] {
+        let mut a = Raw::connect(redis.port);
+        let mut b = Raw::connect(node.port);
+        if resp3 {
+            a.cmd(&["HELLO", "3"]);
+            b.cmd(&["HELLO", "3"]);
+        }
+        for c in script {
+            let (x, y) = (a.cmd(c), b.cmd(c));
+            assert_eq!(y, x, "{c:?} (resp3: {resp3})");
+        }
+    }
+}
