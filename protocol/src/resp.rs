@@ -392,7 +392,7 @@ pub fn parse_command(
         return Ok(None);
     }
     if buf[0] == b'*' {
-        parse_multibulk(buf, args, limits)
+        parse_multibulk(buf, args, limits, &mut Progress::new())
     } else {
         parse_inline(buf, args)
     }
@@ -415,40 +415,70 @@ fn find_header_end(buf: &[u8], from: usize) -> Option<usize> {
     (buf[at] == b'\r' && at + 1 < buf.len()).then_some(at)
 }
 
+/// How far a partially received multibulk request has been validated.
+struct Progress {
+    /// Declared argument count (0 while the `*` header is not yet parsed).
+    count: i64,
+    /// Offset of the next unparsed `$` header.
+    pos: usize,
+    /// Payload spans of the arguments validated so far.
+    spans: smallspans::Spans,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            count: 0,
+            pos: 0,
+            spans: smallspans::Spans::new(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.count = 0;
+        self.pos = 0;
+        self.spans.clear();
+    }
+}
+
 fn parse_multibulk(
     buf: &mut BytesMut,
     args: &mut Vec<Bytes>,
     limits: &Limits,
+    st: &mut Progress,
 ) -> Result<Option<Parsed>, ProtocolError> {
-    let Some(eol) = find_header_end(buf, 0) else {
-        if buf.len() > INLINE_MAX {
+    if st.count == 0 {
+        let Some(eol) = find_header_end(buf, 0) else {
+            if buf.len() > INLINE_MAX {
+                return Err(ProtocolError::fixed(
+                    "Protocol error: too big mbulk count string",
+                ));
+            }
+            return Ok(None);
+        };
+        let count = match parse_i64(&buf[1..eol]) {
+            Some(n) if n <= i32::MAX as i64 => n,
+            _ => {
+                return Err(ProtocolError::fixed(
+                    "Protocol error: invalid multibulk length",
+                ))
+            }
+        };
+        if limits.unauthenticated && count > UNAUTH_MAX_MULTIBULK {
             return Err(ProtocolError::fixed(
-                "Protocol error: too big mbulk count string",
+                "Protocol error: unauthenticated multibulk length",
             ));
         }
-        return Ok(None);
-    };
-    let count = match parse_i64(&buf[1..eol]) {
-        Some(n) if n <= i32::MAX as i64 => n,
-        _ => {
-            return Err(ProtocolError::fixed(
-                "Protocol error: invalid multibulk length",
-            ))
+        if count <= 0 {
+            let _ = buf.split_to(eol + 2);
+            return Ok(Some(Parsed::Empty));
         }
-    };
-    if limits.unauthenticated && count > UNAUTH_MAX_MULTIBULK {
-        return Err(ProtocolError::fixed(
-            "Protocol error: unauthenticated multibulk length",
-        ));
+        st.count = count;
+        st.pos = eol + 2;
     }
-    let mut pos = eol + 2;
-    if count <= 0 {
-        let _ = buf.split_to(pos);
-        return Ok(Some(Parsed::Empty));
-    }
-    // First pass: validate and find the end without copying.
-    let mut spans: smallspans::Spans = smallspans::Spans::new();
-    for _ in 0..count {
+    // Validate and find the end without copying; resumes where the last call stopped.
+    while (st.spans.len() as i64) < st.count {
+        let pos = st.pos;
         if pos >= buf.len() {
             return Ok(None);
         }
@@ -485,15 +515,61 @@ fn parse_multibulk(
             return Ok(None);
         }
         // Like redis-server, the two bytes after the payload are skipped unchecked.
-        spans.push(start, end);
-        pos = end + 2;
+        st.spans.push(start, end);
+        st.pos = end + 2;
     }
-    let frame = buf.split_to(pos).freeze();
-    args.reserve(spans.len());
-    for (s, e) in spans.iter() {
+    let frame = buf.split_to(st.pos).freeze();
+    args.reserve(st.spans.len());
+    for (s, e) in st.spans.iter() {
         args.push(frame.slice(s..e));
     }
     Ok(Some(Parsed::Command))
+}
+
+/// A resumable [`parse_command`] for one connection.
+///
+/// `parse_command` re-validates a partially received multibulk request from its start on every
+/// call, so a request of many small arguments trickling in costs time quadratic in its size (a
+/// client can keep a core busy that way). This parser remembers how far it got. Contract: pass
+/// the same buffer each time, only appended to in between, until a call returns something other
+/// than `Ok(None)`; results are then exactly those of `parse_command`.
+#[derive(Default)]
+pub struct RequestParser {
+    progress: Option<Progress>,
+}
+
+impl RequestParser {
+    /// A parser with no request in progress.
+    pub fn new() -> RequestParser {
+        RequestParser::default()
+    }
+
+    /// Like [`parse_command`], resuming a partially validated request.
+    pub fn parse(
+        &mut self,
+        buf: &mut BytesMut,
+        args: &mut Vec<Bytes>,
+        limits: &Limits,
+    ) -> Result<Option<Parsed>, ProtocolError> {
+        args.clear();
+        let st = self.progress.get_or_insert_with(Progress::new);
+        // A buffer that shrank or no longer holds a multibulk breaks the contract: start over.
+        if st.count != 0 && (buf.len() < st.pos || buf.first() != Some(&b'*')) {
+            st.reset();
+        }
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let r = if buf[0] == b'*' {
+            parse_multibulk(buf, args, limits, st)
+        } else {
+            parse_inline(buf, args)
+        };
+        if !matches!(r, Ok(None)) {
+            st.reset();
+        }
+        r
+    }
 }
 
 impl ProtocolError {
@@ -674,6 +750,14 @@ mod smallspans {
         }
         pub fn len(&self) -> usize {
             self.len
+        }
+        /// Empties the list, keeping any spilled capacity for reuse.
+        pub fn clear(&mut self) {
+            self.len = 0;
+            self.spill.clear();
+            if self.spill.capacity() > 4096 {
+                self.spill = Vec::new();
+            }
         }
         pub fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
             let slice: &[(usize, usize)] = if self.len <= 8 {

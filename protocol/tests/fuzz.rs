@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use slotgate_protocol::resp::{
     decode_complete, decode_frame, frame_len, parse_command, split_inline_args, write_command,
-    DecodeError, Frame, Limits, Parsed, ProtocolError, INLINE_MAX,
+    DecodeError, Frame, Limits, Parsed, ProtocolError, RequestParser, INLINE_MAX,
 };
 
 /// What one `parse_command` run over a whole stream produced.
@@ -27,6 +27,21 @@ struct ParseRun {
 /// Feeds `input` to `parse_command` in the given chunks, draining every complete request
 /// after each chunk, exactly as the node's connection loop does.
 fn parse_chunked(input: &[u8], cuts: &[usize], limits: &Limits) -> ParseRun {
+    let stateless = parse_chunked_with(input, cuts, limits, None);
+    let resumable = parse_chunked_with(input, cuts, limits, Some(&mut RequestParser::new()));
+    assert_eq!(
+        stateless, resumable,
+        "RequestParser differs from parse_command"
+    );
+    stateless
+}
+
+fn parse_chunked_with(
+    input: &[u8],
+    cuts: &[usize],
+    limits: &Limits,
+    mut parser: Option<&mut RequestParser>,
+) -> ParseRun {
     let mut buf = BytesMut::new();
     let mut args = Vec::new();
     let mut requests = Vec::new();
@@ -40,7 +55,11 @@ fn parse_chunked(input: &[u8], cuts: &[usize], limits: &Limits) -> ParseRun {
         // Every successful call consumes at least one byte, so this is bounded by the input.
         for _ in 0..=input.len() + 1 {
             let before = buf.len();
-            match parse_command(&mut buf, &mut args, limits) {
+            let r = match parser.as_deref_mut() {
+                Some(p) => p.parse(&mut buf, &mut args, limits),
+                None => parse_command(&mut buf, &mut args, limits),
+            };
+            match r {
                 Ok(None) => {
                     assert_eq!(buf.len(), before, "Ok(None) must not consume");
                     break;
@@ -413,5 +432,39 @@ fn limits_on_long_lines() {
     assert_eq!(
         decode_complete(&Bytes::from(deep)),
         Err(DecodeError::TooDeep)
+    );
+}
+
+/// A request of many tiny arguments trickling in: RequestParser stays linear.
+#[test]
+fn trickled_multibulk_is_linear_with_request_parser() {
+    const N: usize = 200_000;
+    let mut input = format!("*{}\r\n", N + 1).into_bytes();
+    input.extend_from_slice(b"$4\r\nSADD\r\n");
+    for _ in 0..N {
+        input.extend_from_slice(b"$1\r\na\r\n");
+    }
+    let mut parser = RequestParser::new();
+    let mut buf = BytesMut::new();
+    let mut args = Vec::new();
+    let t = std::time::Instant::now();
+    let mut done = false;
+    for chunk in input.chunks(512) {
+        buf.extend_from_slice(chunk);
+        if let Some(p) = parser
+            .parse(&mut buf, &mut args, &Limits::default())
+            .unwrap()
+        {
+            assert_eq!(p, Parsed::Command);
+            done = true;
+        }
+    }
+    assert!(done && buf.is_empty());
+    assert_eq!(args.len(), N + 1);
+    // The stateless parser needs ~N/73 full rescans here (minutes in debug builds).
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
     );
 }
