@@ -135,11 +135,7 @@ impl Frame {
                 out.put_slice(b"\r\n");
             }
             Frame::Boolean(b) => out.put_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
-            Frame::BigNumber(n) => {
-                out.put_u8(b'(');
-                out.put_slice(n);
-                out.put_slice(b"\r\n");
-            }
+            Frame::BigNumber(n) => write_line(out, b'(', n),
             Frame::Verbatim(fmt_, data) => {
                 write_header(out, b'=', (fmt_.len() + 1 + data.len()) as i64);
                 out.put_slice(fmt_);
@@ -239,18 +235,11 @@ pub fn write_header(out: &mut BytesMut, prefix: u8, n: i64) {
     out.put_slice(b"\r\n");
 }
 
-/// Writes `+s\r\n`.
-pub fn write_simple(out: &mut BytesMut, s: &[u8]) {
+/// Writes `<prefix>s\r\n` for a one-line frame; CR/LF inside `s` become spaces so that the
+/// frame cannot be split or a reply injected.
+fn write_line(out: &mut BytesMut, prefix: u8, s: &[u8]) {
     out.reserve(s.len() + 3);
-    out.put_u8(b'+');
-    out.put_slice(s);
-    out.put_slice(b"\r\n");
-}
-
-/// Writes `-s\r\n` (`s` must hold no CR/LF; they are replaced by spaces, as redis does).
-pub fn write_error(out: &mut BytesMut, s: &[u8]) {
-    out.reserve(s.len() + 3);
-    out.put_u8(b'-');
+    out.put_u8(prefix);
     if s.iter().any(|&b| b == b'\r' || b == b'\n') {
         for &b in s {
             out.put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
@@ -259,6 +248,16 @@ pub fn write_error(out: &mut BytesMut, s: &[u8]) {
         out.put_slice(s);
     }
     out.put_slice(b"\r\n");
+}
+
+/// Writes `+s\r\n` (CR/LF in `s` are replaced by spaces).
+pub fn write_simple(out: &mut BytesMut, s: &[u8]) {
+    write_line(out, b'+', s);
+}
+
+/// Writes `-s\r\n` (`s` must hold no CR/LF; they are replaced by spaces, as redis does).
+pub fn write_error(out: &mut BytesMut, s: &[u8]) {
+    write_line(out, b'-', s);
 }
 
 /// Writes `:n\r\n`.
@@ -393,9 +392,52 @@ pub fn parse_command(
         return Ok(None);
     }
     if buf[0] == b'*' {
-        parse_multibulk(buf, args, limits)
+        parse_multibulk(buf, args, limits, &mut Progress::new())
     } else {
         parse_inline(buf, args)
+    }
+}
+
+/// Largest amount of buffer space reserved ahead for one declared bulk argument. redis-server
+/// reserves the whole declared length; capping the hint keeps a client that only *declares* a
+/// huge bulk from making us allocate it (growth beyond this is amortized by `BytesMut`).
+const MAX_BULK_PREALLOC: usize = 1024 * 1024;
+
+/// Finds the end of a `*`/`$` header line the way redis-server does: the first `\r` (searched
+/// with `strchr`, so a NUL byte ends the search) followed by at least one more byte, which is
+/// skipped unchecked. Returns the position of that `\r`, or `None` while incomplete.
+fn find_header_end(buf: &[u8], from: usize) -> Option<usize> {
+    let at = from
+        + buf
+            .get(from..)?
+            .iter()
+            .position(|&b| b == b'\r' || b == 0)?;
+    (buf[at] == b'\r' && at + 1 < buf.len()).then_some(at)
+}
+
+/// How far a partially received multibulk request has been validated.
+struct Progress {
+    /// Declared argument count (0 while the `*` header is not yet parsed).
+    count: i64,
+    /// Offset of the next unparsed `$` header.
+    pos: usize,
+    /// Payload spans of the arguments validated so far.
+    spans: smallspans::Spans,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            count: 0,
+            pos: 0,
+            spans: smallspans::Spans::new(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.count = 0;
+        self.pos = 0;
+        self.spans.clear();
     }
 }
 
@@ -403,43 +445,45 @@ fn parse_multibulk(
     buf: &mut BytesMut,
     args: &mut Vec<Bytes>,
     limits: &Limits,
+    st: &mut Progress,
 ) -> Result<Option<Parsed>, ProtocolError> {
-    let Some(eol) = find_crlf(buf, 1) else {
-        if buf.len() > INLINE_MAX {
+    if st.count == 0 {
+        let Some(eol) = find_header_end(buf, 0) else {
+            if buf.len() > INLINE_MAX {
+                return Err(ProtocolError::fixed(
+                    "Protocol error: too big mbulk count string",
+                ));
+            }
+            return Ok(None);
+        };
+        let count = match parse_i64(&buf[1..eol]) {
+            Some(n) if n <= i32::MAX as i64 => n,
+            _ => {
+                return Err(ProtocolError::fixed(
+                    "Protocol error: invalid multibulk length",
+                ))
+            }
+        };
+        if limits.unauthenticated && count > UNAUTH_MAX_MULTIBULK {
             return Err(ProtocolError::fixed(
-                "Protocol error: too big mbulk count string",
+                "Protocol error: unauthenticated multibulk length",
             ));
         }
-        return Ok(None);
-    };
-    let count = match parse_i64(&buf[1..eol]) {
-        Some(n) if n <= i32::MAX as i64 => n,
-        _ => {
-            return Err(ProtocolError::fixed(
-                "Protocol error: invalid multibulk length",
-            ))
+        if count <= 0 {
+            let _ = buf.split_to(eol + 2);
+            return Ok(Some(Parsed::Empty));
         }
-    };
-    if limits.unauthenticated && count > UNAUTH_MAX_MULTIBULK {
-        return Err(ProtocolError::fixed(
-            "Protocol error: unauthenticated multibulk length",
-        ));
+        st.count = count;
+        st.pos = eol + 2;
     }
-    let mut pos = eol + 2;
-    if count <= 0 {
-        let _ = buf.split_to(pos);
-        return Ok(Some(Parsed::Empty));
-    }
-    // First pass: validate and find the end without copying.
-    let mut spans: smallspans::Spans = smallspans::Spans::new();
-    for _ in 0..count {
+    // Validate and find the end without copying; resumes where the last call stopped.
+    while (st.spans.len() as i64) < st.count {
+        let pos = st.pos;
         if pos >= buf.len() {
             return Ok(None);
         }
-        if buf[pos] != b'$' {
-            return Err(ProtocolError::expected_dollar(buf[pos]));
-        }
-        let Some(eol) = find_crlf(buf, pos + 1) else {
+        // As redis-server: the whole header line first, then its type byte.
+        let Some(eol) = find_header_end(buf, pos) else {
             if buf.len() - pos > INLINE_MAX {
                 return Err(ProtocolError::fixed(
                     "Protocol error: too big bulk count string",
@@ -447,38 +491,92 @@ fn parse_multibulk(
             }
             return Ok(None);
         };
+        if buf[pos] != b'$' {
+            return Err(ProtocolError::expected_dollar(buf[pos]));
+        }
         let len = match parse_i64(&buf[pos + 1..eol]) {
-            Some(n) if n >= 0 && (n as u64) <= limits.max_bulk_len as u64 => n,
+            Some(n) if n >= 0 && (n as u64) <= limits.max_bulk_len as u64 => n as u64,
             _ => return Err(ProtocolError::fixed("Protocol error: invalid bulk length")),
         };
-        if limits.unauthenticated && len > UNAUTH_MAX_BULK {
+        if limits.unauthenticated && len > UNAUTH_MAX_BULK as u64 {
             return Err(ProtocolError::fixed(
                 "Protocol error: unauthenticated bulk length",
             ));
         }
         let start = eol + 2;
-        let end = start + len as usize;
-        if end + 2 > buf.len() {
-            // Make room for the whole argument at once so big values don't reallocate per read.
-            let need = end + 2 - buf.len();
+        // Cannot overflow: `len` <= max_bulk_len and `start` <= buf.len(), both usize.
+        let end = start.saturating_add(len as usize);
+        if end.saturating_add(2) > buf.len() {
+            // Make room for a big argument ahead so it does not reallocate on every read.
+            let need = end.saturating_add(2) - buf.len();
             if need > 4096 {
-                buf.reserve(need);
+                buf.reserve(need.min(MAX_BULK_PREALLOC));
             }
             return Ok(None);
         }
-        spans.push(start, end);
-        pos = end + 2;
+        // Like redis-server, the two bytes after the payload are skipped unchecked.
+        st.spans.push(start, end);
+        st.pos = end + 2;
     }
-    let frame = buf.split_to(pos).freeze();
-    args.reserve(spans.len());
-    for (s, e) in spans.iter() {
+    let frame = buf.split_to(st.pos).freeze();
+    args.reserve(st.spans.len());
+    for (s, e) in st.spans.iter() {
         args.push(frame.slice(s..e));
     }
     Ok(Some(Parsed::Command))
 }
 
+/// A resumable [`parse_command`] for one connection.
+///
+/// `parse_command` re-validates a partially received multibulk request from its start on every
+/// call, so a request of many small arguments trickling in costs time quadratic in its size (a
+/// client can keep a core busy that way). This parser remembers how far it got. Contract: pass
+/// the same buffer each time, only appended to in between, until a call returns something other
+/// than `Ok(None)`; results are then exactly those of `parse_command`.
+#[derive(Default)]
+pub struct RequestParser {
+    progress: Option<Progress>,
+}
+
+impl RequestParser {
+    /// A parser with no request in progress.
+    pub fn new() -> RequestParser {
+        RequestParser::default()
+    }
+
+    /// Like [`parse_command`], resuming a partially validated request.
+    pub fn parse(
+        &mut self,
+        buf: &mut BytesMut,
+        args: &mut Vec<Bytes>,
+        limits: &Limits,
+    ) -> Result<Option<Parsed>, ProtocolError> {
+        args.clear();
+        let st = self.progress.get_or_insert_with(Progress::new);
+        // A buffer that shrank or no longer holds a multibulk breaks the contract: start over.
+        if st.count != 0 && (buf.len() < st.pos || buf.first() != Some(&b'*')) {
+            st.reset();
+        }
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let r = if buf[0] == b'*' {
+            parse_multibulk(buf, args, limits, st)
+        } else {
+            parse_inline(buf, args)
+        };
+        if !matches!(r, Ok(None)) {
+            st.reset();
+        }
+        r
+    }
+}
+
 impl ProtocolError {
     fn expected_dollar(got: u8) -> ProtocolError {
+        // redis-server prints the raw byte; a `str` cannot hold a lone byte >= 0x80, so those
+        // come out as the Latin-1 character (two bytes in UTF-8). CR/LF become spaces when the
+        // error is written, as in redis.
         ProtocolError(std::borrow::Cow::Owned(format!(
             "Protocol error: expected '$', got '{}'",
             got as char
@@ -490,25 +588,25 @@ fn parse_inline(
     buf: &mut BytesMut,
     args: &mut Vec<Bytes>,
 ) -> Result<Option<Parsed>, ProtocolError> {
-    let Some(nl) = memchr(b'\n', buf) else {
-        if buf.len() > INLINE_MAX {
-            return Err(ProtocolError::fixed(
-                "Protocol error: too big inline request",
-            ));
+    // redis-server looks for the `\n` with `strchr`, so a NUL byte hides it: such a line waits
+    // for more input until the buffer outgrows the inline limit.
+    let nl = match buf.iter().position(|&b| b == b'\n' || b == 0) {
+        Some(p) if buf[p] == b'\n' => p,
+        _ => {
+            if buf.len() > INLINE_MAX {
+                return Err(ProtocolError::fixed(
+                    "Protocol error: too big inline request",
+                ));
+            }
+            return Ok(None);
         }
-        return Ok(None);
     };
-    if nl > INLINE_MAX {
-        return Err(ProtocolError::fixed(
-            "Protocol error: too big inline request",
-        ));
-    }
     let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
         nl - 1
     } else {
         nl
     };
-    let line = buf.split_to(nl + 1).freeze();
+    let line = buf.split_to(nl + 1);
     split_inline_args(&line[..line_end], args)?;
     if args.is_empty() {
         return Ok(Some(Parsed::Empty));
@@ -525,14 +623,25 @@ fn hex_digit(c: u8) -> Option<u8> {
     }
 }
 
-/// Splits an inline request line as `sdssplitargs` does (quotes and escapes).
+/// C `isspace` in the "C" locale (also vertical tab and form feed).
+#[inline]
+fn is_c_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// Splits an inline request line as `sdssplitargs` does (quotes and escapes). Like the C
+/// version the line ends at the first NUL byte.
 pub fn split_inline_args(line: &[u8], args: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
     const UNBALANCED: ProtocolError =
         ProtocolError::fixed("Protocol error: unbalanced quotes in request");
-    let mut i = 0;
+    let line = match line.iter().position(|&b| b == 0) {
+        Some(z) => &line[..z],
+        None => line,
+    };
     let n = line.len();
+    let mut i = 0;
     loop {
-        while i < n && line[i].is_ascii_whitespace() {
+        while i < n && is_c_space(line[i]) {
             i += 1;
         }
         if i >= n {
@@ -547,14 +656,12 @@ pub fn split_inline_args(line: &[u8], args: &mut Vec<Bytes>) -> Result<(), Proto
                     return Err(UNBALANCED);
                 }
                 let c = line[i];
-                if c == b'\\'
-                    && i + 3 < n
-                    && line[i + 1] == b'x'
-                    && hex_digit(line[i + 2]).is_some()
-                    && hex_digit(line[i + 3]).is_some()
-                {
-                    let hi = hex_digit(line[i + 2]).unwrap_or(0);
-                    let lo = hex_digit(line[i + 3]).unwrap_or(0);
+                let hex = if c == b'\\' && i + 3 < n && line[i + 1] == b'x' {
+                    hex_digit(line[i + 2]).zip(hex_digit(line[i + 3]))
+                } else {
+                    None
+                };
+                if let Some((hi, lo)) = hex {
                     cur.push(hi * 16 + lo);
                     i += 3;
                 } else if c == b'\\' && i + 1 < n {
@@ -568,7 +675,8 @@ pub fn split_inline_args(line: &[u8], args: &mut Vec<Bytes>) -> Result<(), Proto
                         other => other,
                     });
                 } else if c == b'"' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                    // The closing quote must be followed by a space or nothing at all.
+                    if i + 1 < n && !is_c_space(line[i + 1]) {
                         return Err(UNBALANCED);
                     }
                     i += 1;
@@ -585,7 +693,7 @@ pub fn split_inline_args(line: &[u8], args: &mut Vec<Bytes>) -> Result<(), Proto
                     i += 1;
                     cur.push(b'\'');
                 } else if c == b'\'' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < n && !is_c_space(line[i + 1]) {
                         return Err(UNBALANCED);
                     }
                     i += 1;
@@ -598,7 +706,8 @@ pub fn split_inline_args(line: &[u8], args: &mut Vec<Bytes>) -> Result<(), Proto
                     break;
                 }
                 match line[i] {
-                    b' ' | b'\n' | b'\r' | b'\t' | 0 => {
+                    // Only these end an unquoted token (not \v or \f), as in sdssplitargs.
+                    b' ' | b'\n' | b'\r' | b'\t' => {
                         i += 1;
                         break;
                     }
@@ -641,6 +750,14 @@ mod smallspans {
         }
         pub fn len(&self) -> usize {
             self.len
+        }
+        /// Empties the list, keeping any spilled capacity for reuse.
+        pub fn clear(&mut self) {
+            self.len = 0;
+            self.spill.clear();
+            if self.spill.capacity() > 4096 {
+                self.spill = Vec::new();
+            }
         }
         pub fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
             let slice: &[(usize, usize)] = if self.len <= 8 {
@@ -722,6 +839,10 @@ fn scan(buf: &[u8], pos: usize, depth: usize) -> Result<Option<usize>, DecodeErr
         b'*' | b'~' | b'>' | b'%' | b'|' => {
             let n = parse_i64(&buf[pos + 1..eol]).ok_or(DecodeError::BadNumber)?;
             if n < 0 {
+                // `*-1` (and the like) is a null; an attribute must have a size.
+                if t == b'|' {
+                    return Err(DecodeError::BadNumber);
+                }
                 return Ok(Some(next));
             }
             let items = if t == b'%' || t == b'|' {
@@ -752,17 +873,21 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
         return Ok(None);
     };
     let bytes = buf.split_to(len).freeze();
-    let (frame, _) = build(&bytes, 0)?;
+    let (frame, _) = build(&bytes, 0, 0)?;
     Ok(Some(frame))
 }
 
 /// Decodes a complete frame held in `bytes` (as measured by [`frame_len`]).
 pub fn decode_complete(bytes: &Bytes) -> Result<Frame, DecodeError> {
-    build(bytes, 0).map(|(f, _)| f)
+    build(bytes, 0, 0).map(|(f, _)| f)
 }
 
-fn build(b: &Bytes, pos: usize) -> Result<(Frame, usize), DecodeError> {
-    let t = b[pos];
+fn build(b: &Bytes, pos: usize, depth: usize) -> Result<(Frame, usize), DecodeError> {
+    if depth > MAX_DEPTH {
+        return Err(DecodeError::TooDeep);
+    }
+    // `decode_complete` may be handed anything: never index past the end.
+    let t = *b.get(pos).ok_or(DecodeError::BadNumber)?;
     let (eol, next) = line_at(b, pos + 1).ok_or(DecodeError::BadNumber)?;
     let line = &b[pos + 1..eol];
     let num = || parse_i64(line).ok_or(DecodeError::BadNumber);
@@ -788,7 +913,10 @@ fn build(b: &Bytes, pos: usize) -> Result<(Frame, usize), DecodeError> {
             if n < 0 {
                 return Ok((Frame::Null, next));
             }
-            let end = next + n as usize;
+            let end = next.saturating_add(n as usize);
+            if end.saturating_add(2) > b.len() {
+                return Err(DecodeError::MissingCrlf);
+            }
             let data = b.slice(next..end);
             let f = match t {
                 b'$' => Frame::Bulk(data),
@@ -811,7 +939,7 @@ fn build(b: &Bytes, pos: usize) -> Result<(Frame, usize), DecodeError> {
             let mut items = Vec::with_capacity((n as usize).min(1024));
             let mut p = next;
             for _ in 0..n {
-                let (f, e) = build(b, p)?;
+                let (f, e) = build(b, p, depth + 1)?;
                 items.push(f);
                 p = e;
             }
@@ -824,16 +952,22 @@ fn build(b: &Bytes, pos: usize) -> Result<(Frame, usize), DecodeError> {
         }
         b'%' | b'|' => {
             let n = num()?;
-            let mut pairs = Vec::with_capacity((n.max(0) as usize).min(1024));
+            if n < 0 {
+                if t == b'|' {
+                    return Err(DecodeError::BadNumber);
+                }
+                return Ok((Frame::Null, next));
+            }
+            let mut pairs = Vec::with_capacity((n as usize).min(1024));
             let mut p = next;
-            for _ in 0..n.max(0) {
-                let (k, e) = build(b, p)?;
-                let (v, e2) = build(b, e)?;
+            for _ in 0..n {
+                let (k, e) = build(b, p, depth + 1)?;
+                let (v, e2) = build(b, e, depth + 1)?;
                 pairs.push((k, v));
                 p = e2;
             }
             if t == b'|' {
-                return build(b, p);
+                return build(b, p, depth + 1);
             }
             (Frame::Map(pairs), p)
         }
@@ -927,6 +1061,122 @@ mod tests {
                 .0,
             "Protocol error: unauthenticated multibulk length"
         );
+    }
+
+    fn parse_one(input: &[u8], limits: &Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let mut buf = BytesMut::from(input);
+        let mut args = Vec::new();
+        Ok(parse_command(&mut buf, &mut args, limits)?.map(|_| args))
+    }
+
+    /// Quirks of redis-server 7.0.15's request reader, checked against the real server.
+    #[test]
+    fn redis_header_and_inline_quirks() {
+        let d = Limits::default();
+        let ping = Some(vec![Bytes::from("PING")]);
+        // A header ends at the first CR; the byte after it is skipped unchecked.
+        assert_eq!(parse_one(b"*1\rX$4\r\nPING\r\n", &d), Ok(ping.clone()));
+        assert_eq!(parse_one(b"*1\r\n$4\rXPING\r\n", &d), Ok(ping.clone()));
+        // ... and so are the two bytes after a bulk payload.
+        assert_eq!(parse_one(b"*1\r\n$4\r\nPINGXY", &d), Ok(ping.clone()));
+        // The type byte is checked only once the header line is complete.
+        assert_eq!(parse_one(b"*1\r\n+x", &d), Ok(None));
+        assert_eq!(
+            parse_one(b"*1\r\n\nx\r\n", &d).unwrap_err().0,
+            "Protocol error: expected '$', got '\n'"
+        );
+        // strchr stops at NUL: such a header or inline line never completes.
+        assert_eq!(parse_one(b"*1\r\n\0x\r\n", &d), Ok(None));
+        assert_eq!(parse_one(b"*1\0\r\n", &d), Ok(None));
+        assert_eq!(parse_one(b"ECHO a\0b\r\n", &d), Ok(None));
+        // Inline lines longer than 64 KiB are fine once their newline has arrived.
+        let mut long = b"PING".to_vec();
+        long.extend_from_slice(&vec![b' '; INLINE_MAX + 10]);
+        long.extend_from_slice(b"\r\n");
+        assert_eq!(parse_one(&long, &d), Ok(ping.clone()));
+        // isspace() also skips \v and \f, but only space/\t/\r/\n end an unquoted token.
+        assert_eq!(parse_one(b"\x0bPING\r\n", &d), Ok(ping));
+        assert_eq!(
+            parse_one(b"PING\x0b\r\n", &d),
+            Ok(Some(vec![Bytes::from(&b"PING\x0b"[..])]))
+        );
+        assert_eq!(
+            parse_one(b"ECHO \"a\"\x0b\r\n", &d),
+            Ok(Some(vec![Bytes::from("ECHO"), Bytes::from("a")]))
+        );
+        assert_eq!(
+            parse_one(b"ECHO \"\\x41\\x4\" 'a\\'b'\r\n", &d),
+            Ok(Some(vec![
+                Bytes::from("ECHO"),
+                Bytes::from("Ax4"),
+                Bytes::from("a'b")
+            ]))
+        );
+        // Unauthenticated limits: exactly 10 arguments and 16384 bytes are still fine.
+        let un = Limits {
+            unauthenticated: true,
+            ..Limits::default()
+        };
+        assert_eq!(parse_one(b"*10\r\n", &un), Ok(None));
+        assert_eq!(parse_one(b"*1\r\n$16384\r\n", &un), Ok(None));
+        assert_eq!(
+            parse_one(b"*1\r\n$16385\r\n", &un).unwrap_err().0,
+            "Protocol error: unauthenticated bulk length"
+        );
+        // The invalid-length check comes first.
+        assert_eq!(
+            parse_one(b"*1\r\n$600000000\r\n", &un).unwrap_err().0,
+            "Protocol error: invalid bulk length"
+        );
+    }
+
+    #[test]
+    fn sdssplitargs_stops_at_nul() {
+        let mut args = Vec::new();
+        split_inline_args(b"set a\0b c", &mut args).unwrap();
+        assert_eq!(args, vec![Bytes::from("set"), Bytes::from("a")]);
+        args.clear();
+        assert!(split_inline_args(b"set \"a\0\"", &mut args).is_err());
+    }
+
+    #[test]
+    fn declared_big_bulk_reserves_little() {
+        let mut buf = BytesMut::from(&b"*1\r\n$536870912\r\n"[..]);
+        assert_eq!(
+            parse_command(&mut buf, &mut Vec::new(), &Limits::default()),
+            Ok(None)
+        );
+        assert!(
+            buf.capacity() <= 2 * MAX_BULK_PREALLOC,
+            "{}",
+            buf.capacity()
+        );
+    }
+
+    #[test]
+    fn one_line_frames_cannot_inject() {
+        let mut out = BytesMut::new();
+        write_simple(&mut out, b"a\r\n+b");
+        write_error(&mut out, b"ERR x\r\n");
+        Frame::BigNumber("1\r\n2".into()).encode(&mut out);
+        assert_eq!(&out[..], b"+a  +b\r\n-ERR x  \r\n(1  2\r\n");
+    }
+
+    #[test]
+    fn reply_decoder_rejects_instead_of_panicking() {
+        for bad in [
+            &b"|-1\r\n"[..],
+            b"%-1\r\n|-1\r\n",
+            b"$5\r\nab\r\n",
+            b"*2\r\n:1\r\n",
+        ] {
+            let _ = decode_complete(&Bytes::copy_from_slice(bad));
+            let mut buf = BytesMut::from(bad);
+            let _ = decode_frame(&mut buf);
+        }
+        assert_eq!(frame_len(b"|-1\r\n"), Err(DecodeError::BadNumber));
+        let mut buf = BytesMut::from(&b"%-1\r\n"[..]);
+        assert_eq!(decode_frame(&mut buf), Ok(Some(Frame::Null)));
     }
 
     #[test]
