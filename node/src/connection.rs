@@ -8,7 +8,7 @@ use crate::db::Locked;
 use crate::reply::Reply;
 use crate::server::Server;
 use bytes::{Bytes, BytesMut};
-use slotgate_protocol::resp::{parse_command, Limits, Parsed};
+use slotgate_protocol::resp::{Limits, Parsed, RequestParser};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,6 +36,8 @@ struct Conn {
     wr: OwnedWriteHalf,
     rx: mpsc::Receiver<Push>,
     args: Vec<Bytes>,
+    /// Incremental request parser (no quadratic re-scan of half-received requests).
+    parser: RequestParser,
     max_bulk: usize,
     qbuf_limit: usize,
 }
@@ -64,6 +66,7 @@ pub async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr) {
         wr,
         rx,
         args: Vec::with_capacity(8),
+        parser: RequestParser::default(),
         max_bulk,
         qbuf_limit,
     };
@@ -100,7 +103,7 @@ impl Conn {
                     max_bulk_len: self.max_bulk,
                     unauthenticated: !self.client.authenticated && self.server.requires_auth(),
                 };
-                match parse_command(&mut self.rbuf, &mut self.args, &limits) {
+                match self.parser.parse(&mut self.rbuf, &mut self.args, &limits) {
                     Ok(None) => break,
                     Ok(Some(Parsed::Empty)) => continue,
                     Ok(Some(Parsed::Command)) => {
@@ -185,12 +188,7 @@ impl Conn {
     /// Runs the request in `self.args`; returns true when the connection must close.
     async fn execute(&mut self) -> std::io::Result<bool> {
         let server = self.server.clone();
-        if server.has_monitors() {
-            let name = self.args[0].to_ascii_lowercase();
-            if !matches!(name.as_slice(), b"auth" | b"hello" | b"monitor") {
-                server.feed_monitors(self.client.db, &self.client.handle.addr, &self.args);
-            }
-        }
+        let monitor_db = self.client.db;
         if self.client.reply_mode == ReplyMode::Skip {
             self.client.reply_mode = ReplyMode::Skipping;
         }
@@ -207,6 +205,19 @@ impl Conn {
         };
         if self.client.reply_mode == ReplyMode::Skipping {
             self.client.reply_mode = ReplyMode::On;
+        }
+        if server.has_monitors() {
+            // As Redis 7.0: after the command ran; not for unknown, admin or skip-monitor
+            // commands (AUTH, HELLO, CONFIG, MONITOR itself...).
+            use slotgate_protocol::commands::{self, flags};
+            if let Some(spec) = commands::resolve(&args) {
+                if !spec.has_flag(flags::ADMIN)
+                    && !spec.has_flag(flags::SKIP_MONITOR)
+                    && !self.client.monitor
+                {
+                    server.feed_monitors(monitor_db, &self.client.handle.addr, &args);
+                }
+            }
         }
         self.args = args;
         Ok(close || self.client.quit)

@@ -156,9 +156,13 @@ impl Shard {
     pub fn clear(&mut self) -> usize {
         let n = self.len();
         if !self.watched.is_empty() {
-            for flags in self.watched.values() {
-                for f in flags {
-                    f.store(true, Ordering::Release);
+            // Only keys that exist are touched, as Redis does.
+            for (k, flags) in &self.watched {
+                let slot = key_slot(k);
+                if self.maps[map_index(slot)].contains_key(&k[..]) {
+                    for f in flags {
+                        f.store(true, Ordering::Release);
+                    }
                 }
             }
         }

@@ -7,7 +7,7 @@ use crate::proxy::Proxy;
 use crate::splitter::{self, Pending};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use slotgate_protocol::resp::{parse_command, Limits, Parsed};
+use slotgate_protocol::resp::{Limits, Parsed, RequestParser};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -111,6 +111,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut enc = BytesMut::with_capacity(16 * 1024);
     let mut args: Vec<Bytes> = Vec::with_capacity(8);
+    let mut parser = RequestParser::new();
     let mut batch: Vec<(Pending, &'static str, Instant)> = Vec::with_capacity(64);
     let idle = proxy.cfg.idle_timeout;
     let mut cm = crate::metrics::CommandMetrics::default();
@@ -140,7 +141,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
                     max_bulk_len: slotgate_protocol::resp::DEFAULT_MAX_BULK_LEN,
                     unauthenticated: !st.authenticated,
                 };
-                match parse_command(&mut rbuf, &mut args, &limits) {
+                match parser.parse(&mut rbuf, &mut args, &limits) {
                     Ok(None) => break,
                     Ok(Some(Parsed::Empty)) => continue,
                     Ok(Some(Parsed::Command)) => {

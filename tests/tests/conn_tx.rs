@@ -340,7 +340,6 @@ fn multi_exec_discard() {
 
 /// Redis flags the transaction when an unknown command is queued (EXECABORT at EXEC).
 #[test]
-#[ignore = "cmd/mod.rs: an unknown command inside MULTI does not flag the transaction yet"]
 fn unknown_command_aborts_transaction() {
     let node = start_node(&[]);
     let mut r = Raw::connect(node.port);

@@ -601,17 +601,14 @@ fn monitor_sees_other_clients() {
     );
     let list = text(&other.cmd(&["CLIENT", "LIST"]));
     assert!(list.contains("flags=O"), "{list}");
+    // CLIENT LIST is an admin command: Redis 7.0 does not show it to monitors.
+    other.cmd(&["PING"]);
     let line = text(&mon.read().expect("monitor line"));
-    assert!(line.ends_with("\"CLIENT\" \"LIST\""), "{line}");
+    assert!(line.ends_with("\"PING\""), "{line}");
     // RESET ends monitoring.
     assert_eq!(mon.cmd(&["RESET"]), simple("RESET"));
     other.cmd(&["PING"]);
-    // The monitor's own RESET may still be echoed to it (it was fed before RESET ran).
-    let mut f = mon.cmd(&["ECHO", "after"]);
-    if matches!(&f, Frame::Simple(l) if l.ends_with(b"\"RESET\"")) {
-        f = mon.read().expect("reply");
-    }
-    assert_eq!(f, bulk("after"));
+    assert_eq!(mon.cmd(&["ECHO", "after"]), bulk("after"));
 }
 
 #[test]

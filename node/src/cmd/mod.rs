@@ -192,11 +192,17 @@ fn trunc(b: &[u8]) -> String {
 /// Outcome of [`dispatch`] plus whether the command was a write (for propagation).
 pub fn dispatch(server: &Server, client: &mut Client, out: &mut Reply, args: &[Bytes]) -> Outcome {
     let Some(spec) = commands::resolve(args) else {
+        if client.multi.is_some() {
+            client.multi_error = true;
+        }
         unknown_command(out, args);
         return Outcome::Done;
     };
     let top = commands::lookup(&args[0]).unwrap_or(spec);
     let Some(handler) = server.registry.get(top.name) else {
+        if client.multi.is_some() {
+            client.multi_error = true;
+        }
         unknown_command(out, args);
         return Outcome::Done;
     };
