@@ -194,18 +194,25 @@ fn copy(ctx: &mut Ctx) -> Outcome {
     if dst_db != src_db {
         prelock_other_db(ctx, dst_db, newkey);
     }
-    let Some(entry) = ctx.ks.get(key).cloned() else {
+    if !ctx.ks.exists(key) {
         ctx.out.int(0);
         return Outcome::Done;
-    };
+    }
     ctx.ks.set_db(dst_db);
-    let done = if ctx.ks.exists(newkey) && !replace {
-        false
-    } else {
-        ctx.ks.set_entry(newkey, entry);
-        true
-    };
+    let taken = ctx.ks.exists(newkey);
     ctx.ks.set_db(src_db);
+    if taken && !replace {
+        ctx.out.int(0);
+        return Outcome::Done;
+    }
+    // Only now pay for the deep copy.
+    let entry = ctx.ks.get(key).cloned();
+    let done = entry.is_some();
+    if let Some(entry) = entry {
+        ctx.ks.set_db(dst_db);
+        ctx.ks.set_entry(newkey, entry);
+        ctx.ks.set_db(src_db);
+    }
     ctx.out.int(done as i64);
     Outcome::Done
 }
