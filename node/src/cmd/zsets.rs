@@ -1329,7 +1329,7 @@ fn zpop_generic(ctx: &mut Ctx, max: bool) -> Outcome {
     } else {
         PopShape::Flat
     };
-    let n = count.unwrap_or(1).min(usize::MAX as i64) as usize;
+    let n = usize::try_from(count.unwrap_or(1)).unwrap_or(usize::MAX);
     pop_and_reply(ctx.ks, ctx.out, key, max, n, shape);
     Outcome::Done
 }
@@ -1799,7 +1799,8 @@ fn zrandmember(ctx: &mut Ctx) -> Outcome {
         return Outcome::Done;
     }
     if count >= size as u64 {
-        emit(ctx.out, || z.iter(), withscores);
+        // The whole set, in the order Redis's zset iterator walks it (highest first).
+        emit(ctx.out, || z.iter().rev(), withscores);
         return Outcome::Done;
     }
     let count = count as usize;
@@ -1832,9 +1833,14 @@ fn cursor_score(c: u64) -> f64 {
     }
 }
 
-/// Parses a SCAN cursor like Redis's `strtoul`-based parser.
+/// Parses a SCAN cursor like Redis's `strtoul`-based parser (a `-` sign wraps around, as
+/// `strtoul` does; the empty string is 0).
 fn parse_cursor(s: &[u8]) -> Option<u64> {
-    let digits = s.strip_prefix(b"+").unwrap_or(s);
+    let (neg, digits) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
     if !digits.iter().all(u8::is_ascii_digit) || (digits.is_empty() && !s.is_empty()) {
         return None;
     }
@@ -1842,7 +1848,7 @@ fn parse_cursor(s: &[u8]) -> Option<u64> {
     for &d in digits {
         v = v.checked_mul(10)?.checked_add((d - b'0') as u64)?;
     }
-    Some(v)
+    Some(if neg { v.wrapping_neg() } else { v })
 }
 
 fn zscan(ctx: &mut Ctx) -> Outcome {
@@ -1883,8 +1889,6 @@ fn zscan(ctx: &mut Ctx) -> Outcome {
         } else if a.eq_ignore_ascii_case(b"match") && left >= 2 {
             let p = &args[i + 1][..];
             pattern = if p == b"*" { None } else { Some(p) };
-        } else if a.eq_ignore_ascii_case(b"type") && left >= 2 {
-            // Redis 7.0 accepts TYPE here and ignores it for ZSCAN.
         } else {
             ctx.out.syntax_error();
             return Outcome::Done;
@@ -2041,7 +2045,8 @@ mod tests {
         assert_eq!(parse_cursor(b"+1"), Some(1));
         assert_eq!(parse_cursor(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_cursor(b"18446744073709551616"), None);
-        assert_eq!(parse_cursor(b"-1"), None);
+        assert_eq!(parse_cursor(b"-1"), Some(u64::MAX));
+        assert_eq!(parse_cursor(b"-"), None);
         assert_eq!(parse_cursor(b" 1"), None);
         assert_eq!(parse_cursor(b"+"), None);
     }
