@@ -676,35 +676,40 @@ fn zadd(ctx: &mut Ctx) -> Outcome {
             .error("ERR INCR option supports a single increment-element pair");
         return Outcome::Done;
     }
+    let mut scores: SmallVec<[f64; 8]> = SmallVec::with_capacity(elements / 2);
     for j in (idx..args.len()).step_by(2) {
-        if parse_score(&args[j]).is_none() {
-            ctx.out.not_float();
-            return Outcome::Done;
+        match parse_score(&args[j]) {
+            Some(v) => scores.push(v),
+            None => {
+                ctx.out.not_float();
+                return Outcome::Done;
+            }
         }
     }
-    zadd_run(ctx, idx, f, ch)
+    zadd_run(ctx, idx, &scores, f, ch)
 }
 
 fn zincrby(ctx: &mut Ctx) -> Outcome {
-    if parse_score(&ctx.args[2]).is_none() {
+    let Some(incr) = parse_score(&ctx.args[2]) else {
         ctx.out.not_float();
         return Outcome::Done;
-    }
+    };
     let f = AddFlags {
         incr: true,
         ..AddFlags::default()
     };
-    zadd_run(ctx, 2, f, false)
+    zadd_run(ctx, 2, &[incr], f, false)
 }
 
-/// Applies validated `score member` pairs starting at `idx`, and replies.
-fn zadd_run(ctx: &mut Ctx, idx: usize, f: AddFlags, ch: bool) -> Outcome {
+/// Applies the `score member` pairs starting at `idx` (scores already parsed), and replies.
+fn zadd_run(ctx: &mut Ctx, idx: usize, scores: &[f64], f: AddFlags, ch: bool) -> Outcome {
     let args = ctx.args;
     let key = &args[1][..];
     let pairs = || {
         args[idx..]
             .chunks_exact(2)
-            .map(|p| (parse_score(&p[0]).unwrap_or(0.0), &p[1][..]))
+            .zip(scores)
+            .map(|(p, &score)| (score, &p[1][..]))
     };
     // Dry run against the current state: decides whether anything changes (so a no-op does
     // not count as a write nor touch WATCHers) and catches a NaN increment before writing.
