@@ -77,6 +77,8 @@ pub struct ClientState {
     pub authenticated: bool,
     /// Shared info.
     pub info: Arc<ClientInfo>,
+    /// Transaction / WATCH state (pinned connection).
+    pub tx: crate::session::Tx,
 }
 
 /// Serves one client until it disconnects.
@@ -100,6 +102,7 @@ pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr) {
         resp3: false,
         authenticated: proxy.cfg.requirepass.is_none(),
         info: info.clone(),
+        tx: crate::session::Tx::default(),
     };
     let _ = run(&proxy, &mut st, sock).await;
     proxy.clients.lock().remove(&id);
@@ -167,12 +170,45 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
                 break;
             }
             // Resolve in request order and write all replies at once.
+            let mut subscribe = None;
             for (p, name, started) in batch.drain(..) {
-                let reply = p.resolve(proxy, st).await;
+                let reply = match p {
+                    Pending::Subscribe(args) => {
+                        subscribe = Some(args);
+                        continue;
+                    }
+                    p @ Pending::Blocking { .. } => {
+                        // Wait for the backend, but notice a client that goes away.
+                        let fut = p.resolve(proxy, st);
+                        tokio::pin!(fut);
+                        loop {
+                            tokio::select! {
+                                r = &mut fut => break r,
+                                n = sock.read_buf(&mut rbuf) => {
+                                    if n? == 0 {
+                                        return Ok(());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    p => p.resolve(proxy, st).await,
+                };
                 cm.record(name, reply.first() != Some(&b'-'), started.elapsed());
                 proxy.commands.fetch_add(1, Ordering::Relaxed);
                 *st.info.last_cmd.lock() = name;
                 out.extend_from_slice(&reply);
+            }
+            if let Some(args) = subscribe {
+                sock.write_all(&out).await?;
+                out.clear();
+                if crate::session::pubsub(proxy, st, &mut sock, &mut rbuf, args)
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                continue;
             }
             if let Some(e) = protocol_error {
                 out.extend_from_slice(b"-ERR ");

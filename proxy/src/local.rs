@@ -192,6 +192,16 @@ pub fn handle(
             None => r(error_reply("ERR value is not an integer or out of range")),
         },
         "readonly" | "readwrite" => r(ok()),
+        "unsubscribe" | "punsubscribe" => {
+            // Not subscribed to anything: Redis answers one confirmation with a null name.
+            let mut o = BytesMut::new();
+            let n = if client.resp3 { b'>' } else { b'*' };
+            resp::write_header(&mut o, n, 3);
+            resp::write_bulk(&mut o, name.as_bytes());
+            o.extend_from_slice(if client.resp3 { b"_\r\n" } else { b"$-1\r\n" });
+            resp::write_integer(&mut o, 0);
+            r(o.freeze())
+        }
         "auth" => r(auth(proxy, client, &args[1..])),
         "hello" => r(hello(proxy, client, args)),
         "client" => r(client_cmd(proxy, client, args)),

@@ -14,6 +14,7 @@ mod pool;
 mod proxy;
 mod redirect;
 mod router;
+mod session;
 mod slotmap;
 mod splitter;
 

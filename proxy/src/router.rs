@@ -75,6 +75,11 @@ impl Router {
         })
     }
 
+    /// Backend connection settings (dedicated connections use them too).
+    pub fn pool_config(&self) -> &PoolConfig {
+        &self.cfg.pool
+    }
+
     /// The current map.
     pub fn map(&self) -> arc_swap::Guard<Arc<SlotMap>> {
         self.map.load()

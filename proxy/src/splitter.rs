@@ -17,7 +17,7 @@ use crate::proxy::Proxy;
 use crate::redirect::{self, error_reply};
 use crate::slotmap::{error_text, parse_redirect};
 use bytes::{Bytes, BytesMut};
-use slotgate_protocol::commands::{self, flags, KeyPositions};
+use slotgate_protocol::commands::{self, flags, CommandSpec, KeyPositions};
 use slotgate_protocol::key_slot;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -73,6 +73,17 @@ pub enum Pending {
     Local(local::Job),
     /// Reply then close the connection (QUIT).
     Close(Bytes),
+    /// A transaction step on the client's pinned connection.
+    Tx(crate::session::TxOp),
+    /// A blocking command on its own connection.
+    Blocking {
+        /// The slot of its keys.
+        slot: u16,
+        /// The encoded command.
+        data: Bytes,
+    },
+    /// (P)SUBSCRIBE: the connection switches to pub/sub mode.
+    Subscribe(Vec<Bytes>),
 }
 
 /// Encodes `args` as a RESP command into `enc` and returns it as `Bytes`.
@@ -100,8 +111,20 @@ pub fn dispatch(
     enc: &mut BytesMut,
 ) -> Pending {
     let Some(spec) = commands::resolve(args) else {
+        if client.tx.in_multi {
+            client.tx.aborted = true;
+        }
         return Pending::Ready(local::unknown_command(args));
     };
+    if let Some(p) = transaction(client, spec, args, enc) {
+        return p;
+    }
+    if matches!(spec.name, "subscribe" | "psubscribe")
+        && client.authenticated
+        && commands::arity_ok(spec, args.len())
+    {
+        return Pending::Subscribe(args.to_vec());
+    }
     if let Some(p) = local::handle(proxy, client, spec, args, enc) {
         return p;
     }
@@ -112,15 +135,23 @@ pub fn dispatch(
     if kp.is_empty() {
         return local::keyless(proxy, client, spec, args, enc);
     }
-    if spec.has_flag(flags::BLOCKING) && !matches!(spec.name, "xread" | "xreadgroup" | "sort") {
-        return Pending::Ready(error_reply(&format!(
-            "ERR slotgate: blocking command '{}' is not supported through the proxy yet",
-            spec.name
-        )));
-    }
     // All keys in one slot: forward as-is.
     let first = key_slot(&args[kp[0]]);
     let same = kp.iter().all(|&i| key_slot(&args[i]) == first);
+    let blocking = spec.has_flag(flags::BLOCKING)
+        && (!matches!(spec.name, "xread" | "xreadgroup")
+            || args.iter().any(|a| a.eq_ignore_ascii_case(b"block")));
+    if blocking {
+        if !same {
+            return Pending::Ready(error_reply(
+                "CROSSSLOT Keys in request don't hash to the same slot",
+            ));
+        }
+        return Pending::Blocking {
+            slot: first,
+            data: encode(enc, args),
+        };
+    }
     if same {
         let data = encode(enc, args);
         return match send_part(proxy, client, first, data.clone()) {
@@ -149,6 +180,104 @@ pub fn dispatch(
         _ => Pending::Ready(error_reply(
             "CROSSSLOT Keys in request don't hash to the same slot",
         )),
+    }
+}
+
+/// MULTI/EXEC/DISCARD/WATCH/UNWATCH, and every command while a MULTI is open.
+fn transaction(
+    client: &mut ClientState,
+    spec: &'static CommandSpec,
+    args: &[Bytes],
+    enc: &mut BytesMut,
+) -> Option<Pending> {
+    use crate::session::TxOp;
+    let top = commands::lookup(&args[0]).unwrap_or(spec);
+    let name = top.name;
+    let in_multi = client.tx.in_multi;
+    if (!matches!(name, "multi" | "exec" | "discard" | "watch" | "unwatch") && !in_multi)
+        || name == "quit"
+    {
+        return None;
+    }
+    if !client.authenticated {
+        return None; // local::handle answers NOAUTH
+    }
+    let err = |m: &str| Some(Pending::Ready(error_reply(m)));
+    let mut kp = KeyPositions::new();
+    let keys_slot = |kp: &KeyPositions| -> Result<Option<u16>, ()> {
+        let mut slot = None;
+        for &i in kp.iter() {
+            let s = key_slot(&args[i]);
+            match slot {
+                None => slot = Some(s),
+                Some(x) if x != s => return Err(()),
+                _ => {}
+            }
+        }
+        Ok(slot)
+    };
+    match name {
+        "multi" => {
+            if in_multi {
+                return err("ERR MULTI calls can not be nested");
+            }
+            client.tx.in_multi = true;
+            Some(Pending::Tx(TxOp::Multi))
+        }
+        "exec" | "discard" => {
+            if !in_multi {
+                return err(if name == "exec" {
+                    "ERR EXEC without MULTI"
+                } else {
+                    "ERR DISCARD without MULTI"
+                });
+            }
+            client.tx.in_multi = false;
+            Some(Pending::Tx(if name == "exec" {
+                TxOp::Exec
+            } else {
+                TxOp::Discard
+            }))
+        }
+        "watch" => {
+            if in_multi {
+                return err("ERR WATCH inside MULTI is not allowed");
+            }
+            if let Err(e) = commands::key_positions(spec, args, &mut kp) {
+                return err(&e.to_string());
+            }
+            match keys_slot(&kp) {
+                Ok(Some(s)) if client.tx.slot.is_none_or(|x| x == s) => {
+                    client.tx.slot = Some(s);
+                    Some(Pending::Tx(TxOp::Watch(encode(enc, args), s)))
+                }
+                _ => err("CROSSSLOT Keys in request don't hash to the same slot"),
+            }
+        }
+        "unwatch" => {
+            if !in_multi {
+                client.tx.slot = None;
+            }
+            Some(Pending::Tx(TxOp::Unwatch))
+        }
+        _ => {
+            // Inside MULTI: queue on the pinned connection; keys must share one slot.
+            if let Err(e) = commands::key_positions(spec, args, &mut kp) {
+                client.tx.aborted = true;
+                return err(&e.to_string());
+            }
+            match keys_slot(&kp) {
+                Ok(None) => Some(Pending::Tx(TxOp::Queue(encode(enc, args), None))),
+                Ok(Some(s)) if client.tx.slot.is_none_or(|x| x == s) => {
+                    client.tx.slot = Some(s);
+                    Some(Pending::Tx(TxOp::Queue(encode(enc, args), Some(s))))
+                }
+                _ => {
+                    client.tx.aborted = true;
+                    err("CROSSSLOT Keys in request don't hash to the same slot")
+                }
+            }
+        }
     }
 }
 
@@ -278,9 +407,16 @@ fn array_items(raw: &Bytes) -> Option<Vec<Bytes>> {
 
 impl Pending {
     /// Waits for the reply (following redirects) and returns its raw bytes.
-    pub async fn resolve(self, proxy: &Proxy, client: &ClientState) -> Bytes {
+    pub async fn resolve(self, proxy: &Proxy, client: &mut ClientState) -> Bytes {
         match self {
             Pending::Ready(b) | Pending::Close(b) => b,
+            Pending::Tx(op) => crate::session::run_tx(op, proxy, client).await,
+            Pending::Blocking { slot, data } => {
+                crate::session::run_blocking(proxy, client, slot, data).await
+            }
+            Pending::Subscribe(_) => {
+                error_reply("ERR slotgate: internal: subscribe outside the client loop")
+            }
             Pending::Single { slot, data, rx } => {
                 resolve_one(proxy, client, slot, data, Some(rx)).await
             }

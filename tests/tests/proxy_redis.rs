@@ -614,3 +614,107 @@ fn proxy_local_commands_scan_resp3_and_auth() {
     let text = String::from_utf8_lossy(info.as_bytes().unwrap_or_default()).into_owned();
     assert!(text.contains("db0:keys=301"), "{text}");
 }
+
+#[test]
+fn transactions_blocking_and_pubsub_through_the_proxy() {
+    use slotgate_protocol::Frame;
+    let Some(cluster) = Cluster::redis(3, 0, 3000) else {
+        return;
+    };
+    let proxy = start_proxy(&cluster.seed(), &[]);
+    let mut c = Raw::connect(proxy.port);
+    // A transaction on one slot.
+    assert_eq!(c.cmd(&["MULTI"]), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd(&["SET", "{t}a", "1"]), Frame::Simple("QUEUED".into()));
+    assert_eq!(c.cmd(&["INCR", "{t}a"]), Frame::Simple("QUEUED".into()));
+    assert_eq!(c.cmd(&["PING"]), Frame::Simple("QUEUED".into()));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Frame::Array(vec![
+            Frame::Simple("OK".into()),
+            Frame::Integer(2),
+            Frame::Simple("PONG".into())
+        ])
+    );
+    // A later key in another slot: CROSSSLOT inside, EXECABORT at EXEC, nothing applied.
+    assert_eq!(c.cmd(&["MULTI"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        c.cmd(&["SET", "{t}a", "changed"]),
+        Frame::Simple("QUEUED".into())
+    );
+    assert_eq!(
+        c.cmd(&["SET", "other", "x"]),
+        Frame::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+    );
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Frame::Error("EXECABORT Transaction discarded because of previous errors.".into())
+    );
+    assert_eq!(c.cmd(&["GET", "{t}a"]), Frame::Bulk("2".into()));
+    // WATCH: a write from another client makes EXEC fail with a null array.
+    let mut other = Raw::connect(proxy.port);
+    assert_eq!(c.cmd(&["WATCH", "{t}a"]), Frame::Simple("OK".into()));
+    assert_eq!(other.cmd(&["SET", "{t}a", "3"]), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd(&["MULTI"]), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd(&["SET", "{t}a", "4"]), Frame::Simple("QUEUED".into()));
+    assert_eq!(c.cmd(&["EXEC"]), Frame::Null);
+    assert_eq!(c.cmd(&["GET", "{t}a"]), Frame::Bulk("3".into()));
+    assert_eq!(
+        c.cmd(&["DISCARD"]),
+        Frame::Error("ERR DISCARD without MULTI".into())
+    );
+    // Blocking: BLPOP waits on its own connection; other clients are not blocked meanwhile.
+    let port = proxy.port;
+    let waiter = std::thread::spawn(move || {
+        let mut b = Raw::connect(port);
+        b.cmd(&["BLPOP", "queue", "0"])
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(other.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    assert_eq!(other.cmd(&["RPUSH", "queue", "job1"]), Frame::Integer(1));
+    let got = waiter.join().unwrap();
+    assert_eq!(
+        got,
+        Frame::Array(vec![Frame::bulk("queue"), Frame::bulk("job1")])
+    );
+    assert_eq!(c.cmd(&["BLPOP", "empty", "0.1"]), Frame::Null);
+    // Pub/sub: a subscriber gets 1,000 messages in order, none lost.
+    let mut sub = Raw::connect(proxy.port);
+    assert_eq!(
+        sub.cmd(&["SUBSCRIBE", "news"]),
+        Frame::Array(vec![
+            Frame::bulk("subscribe"),
+            Frame::bulk("news"),
+            Frame::Integer(1)
+        ])
+    );
+    let Frame::Error(e) = sub.cmd(&["GET", "x"]) else {
+        panic!("GET in subscribe mode must fail")
+    };
+    assert!(e.starts_with(b"ERR Can't execute 'get'"), "{e:?}");
+    for i in 0..1000 {
+        let r = other.cmd(&["PUBLISH", "news", &format!("m{i}")]);
+        assert_eq!(r, Frame::Integer(1), "publish {i}");
+    }
+    for i in 0..1000 {
+        let f = sub.read().expect("message");
+        assert_eq!(
+            f,
+            Frame::Array(vec![
+                Frame::bulk("message"),
+                Frame::bulk("news"),
+                Frame::bulk(format!("m{i}"))
+            ])
+        );
+    }
+    assert_eq!(
+        sub.cmd(&["UNSUBSCRIBE"]),
+        Frame::Array(vec![
+            Frame::bulk("unsubscribe"),
+            Frame::bulk("news"),
+            Frame::Integer(0)
+        ])
+    );
+    // Back in normal mode.
+    assert_eq!(sub.cmd(&["PING"]), Frame::Simple("PONG".into()));
+}
