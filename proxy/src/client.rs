@@ -79,6 +79,8 @@ pub struct ClientState {
     pub info: Arc<ClientInfo>,
     /// Transaction / WATCH state (pinned connection).
     pub tx: crate::session::Tx,
+    /// Node that took this client's last write (WAIT goes there).
+    pub last_write: Option<Arc<str>>,
 }
 
 /// Serves one client until it disconnects.
@@ -100,9 +102,10 @@ pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr) {
     let mut st = ClientState {
         id,
         resp3: false,
-        authenticated: proxy.cfg.requirepass.is_none(),
+        authenticated: proxy.cfg().requirepass.is_none(),
         info: info.clone(),
         tx: crate::session::Tx::default(),
+        last_write: None,
     };
     let _ = run(&proxy, &mut st, sock).await;
     proxy.clients.lock().remove(&id);
@@ -115,8 +118,10 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
     let mut enc = BytesMut::with_capacity(16 * 1024);
     let mut args: Vec<Bytes> = Vec::with_capacity(8);
     let mut parser = RequestParser::new();
-    let mut batch: Vec<(Pending, &'static str, Instant)> = Vec::with_capacity(64);
-    let idle = proxy.cfg.idle_timeout;
+    type Args = smallvec::SmallVec<[Bytes; 4]>;
+    let mut batch: Vec<(Pending, &'static str, Instant, Args, Option<u16>)> =
+        Vec::with_capacity(64);
+    let idle = proxy.cfg().idle_timeout;
     let mut cm = crate::metrics::CommandMetrics::default();
     loop {
         // Read more input (or time out when idle, or stop when killed).
@@ -139,7 +144,14 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
         loop {
             // Dispatch up to max_pipeline requests; their backend work starts immediately.
             let mut protocol_error = None;
-            while batch.len() < proxy.cfg.max_pipeline {
+            let (max_pipeline, slowlog_on) = {
+                let c = proxy.cfg();
+                (c.max_pipeline, c.slowlog_slower_than_us >= 0)
+            };
+            if proxy.draining.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            while batch.len() < max_pipeline {
                 let limits = Limits {
                     max_bulk_len: slotgate_protocol::resp::DEFAULT_MAX_BULK_LEN,
                     unauthenticated: !st.authenticated,
@@ -154,7 +166,18 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
                             .map(|s| s.name)
                             .unwrap_or("unknown");
                         let is_close = matches!(p, Pending::Close(_));
-                        batch.push((p, name, started));
+                        let slot = match &p {
+                            Pending::Single { slot, .. } | Pending::Blocking { slot, .. } => {
+                                Some(*slot)
+                            }
+                            _ => None,
+                        };
+                        let kept: Args = if slowlog_on {
+                            args.iter().cloned().collect()
+                        } else {
+                            Args::new()
+                        };
+                        batch.push((p, name, started, kept, slot));
                         if is_close {
                             closing = true;
                             break;
@@ -171,7 +194,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
             }
             // Resolve in request order and write all replies at once.
             let mut subscribe = None;
-            for (p, name, started) in batch.drain(..) {
+            for (p, name, started, kept, slot) in batch.drain(..) {
                 let reply = match p {
                     Pending::Subscribe(args) => {
                         subscribe = Some(args);
@@ -194,7 +217,27 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
                     }
                     p => p.resolve(proxy, st).await,
                 };
-                cm.record(name, reply.first() != Some(&b'-'), started.elapsed());
+                let elapsed = started.elapsed();
+                cm.record(name, reply.first() != Some(&b'-'), elapsed);
+                if slowlog_on && name != "slowlog" {
+                    let node = slot
+                        .and_then(|s| proxy.router.map().master_of(s).map(|a| a.to_string()))
+                        .unwrap_or_default();
+                    let cname = st
+                        .info
+                        .name
+                        .lock()
+                        .as_ref()
+                        .map(|n| String::from_utf8_lossy(n).into_owned())
+                        .unwrap_or_default();
+                    proxy.maybe_slowlog(
+                        elapsed.as_micros() as u64,
+                        &kept,
+                        &st.info.addr,
+                        cname,
+                        node,
+                    );
+                }
                 proxy.commands.fetch_add(1, Ordering::Relaxed);
                 *st.info.last_cmd.lock() = name;
                 out.extend_from_slice(&reply);
@@ -222,7 +265,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
             if closing {
                 return Ok(());
             }
-            if rbuf.len() > proxy.cfg.max_query_buffer {
+            if rbuf.len() > proxy.cfg().max_query_buffer {
                 return Ok(());
             }
         }

@@ -62,6 +62,15 @@ pub struct Cli {
     /// Largest query buffer of one client in bytes.
     #[arg(long, default_value_t = 1 << 30)]
     pub max_query_buffer: usize,
+    /// Where read-only commands go: master, prefer-replica or replica (READONLY replicas).
+    #[arg(long, default_value = "master", value_parser = ["master", "prefer-replica", "replica"])]
+    pub read_from: String,
+    /// SLOWLOG threshold in microseconds (negative: off).
+    #[arg(long, default_value_t = 10000, allow_hyphen_values = true)]
+    pub slowlog_log_slower_than: i64,
+    /// SLOWLOG length.
+    #[arg(long, default_value_t = 128)]
+    pub slowlog_max_len: usize,
     /// Log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -104,6 +113,24 @@ fn scalar(v: &toml::Value) -> anyhow::Result<String> {
 }
 
 impl Cli {
+    /// The live-changeable proxy settings these flags describe.
+    pub fn proxy_config(&self, listen: SocketAddr) -> crate::proxy::ProxyConfig {
+        use std::time::Duration;
+        crate::proxy::ProxyConfig {
+            listen,
+            requirepass: self.requirepass.clone(),
+            maxclients: self.maxclients,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_pipeline: self.max_pipeline.max(1),
+            max_query_buffer: self.max_query_buffer,
+            read_from: crate::proxy::ReadFrom::parse(&self.read_from)
+                .unwrap_or(crate::proxy::ReadFrom::Master),
+            slowlog_slower_than_us: self.slowlog_log_slower_than,
+            slowlog_max_len: self.slowlog_max_len,
+        }
+    }
+
     /// Parses the command line, merging in `--config FILE` (command-line flags win).
     pub fn load() -> anyhow::Result<Cli> {
         let args: Vec<String> = std::env::args().collect();
@@ -124,6 +151,22 @@ impl Cli {
         }
         merged.extend(args.into_iter().skip(1));
         Ok(Cli::parse_from(merged))
+    }
+
+    /// Like [`Cli::load`] but returns parse errors instead of exiting (SIGHUP reload).
+    pub fn try_load() -> anyhow::Result<Cli> {
+        let args: Vec<String> = std::env::args().collect();
+        let cfg_path = args
+            .iter()
+            .position(|a| a == "--config")
+            .and_then(|i| args.get(i + 1).cloned());
+        let mut merged = vec![args.first().cloned().unwrap_or_else(|| "slotgate".into())];
+        if let Some(p) = cfg_path {
+            let text = std::fs::read_to_string(&p)?;
+            merged.extend(toml_to_args(&text)?);
+        }
+        merged.extend(args.into_iter().skip(1));
+        Ok(Cli::try_parse_from(merged)?)
     }
 }
 

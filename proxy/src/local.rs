@@ -77,8 +77,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     ("shutdown", "SHUTDOWN is not supported through the proxy"),
     ("debug", "DEBUG is not supported through the proxy"),
-    ("config", "CONFIG is not supported through the proxy yet"),
-    ("wait", "WAIT is not supported through the proxy yet"),
     ("swapdb", "SWAPDB is not supported in cluster mode"),
     ("move", "MOVE is not supported in cluster mode"),
     ("migrate", "MIGRATE is not supported through the proxy"),
@@ -97,7 +95,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     ("acl", "ACL is not supported through the proxy"),
     ("module", "MODULE is not supported through the proxy"),
-    ("slowlog", "SLOWLOG is not supported through the proxy yet"),
     ("latency", "LATENCY is not supported through the proxy"),
     (
         "memory",
@@ -205,6 +202,15 @@ pub fn handle(
         "auth" => r(auth(proxy, client, &args[1..])),
         "hello" => r(hello(proxy, client, args)),
         "client" => r(client_cmd(proxy, client, args)),
+        "config" => r(config_cmd(proxy, client, args)),
+        "slowlog" => r(slowlog_cmd(proxy, client, args)),
+        "wait" => {
+            let data = encode(enc, args);
+            Some(Pending::Local(match client.last_write.clone() {
+                Some(node) => Job::ToNode(node, data),
+                None => Job::AnyMaster(data),
+            }))
+        }
         "command" => r(command_cmd(client, args)),
         "cluster" => r(cluster_cmd(proxy, client, args)),
         "dbsize" => Some(Pending::Local(Job::SumMasters(encode(enc, args)))),
@@ -251,7 +257,8 @@ pub fn keyless(
 }
 
 fn auth(proxy: &Proxy, client: &mut ClientState, a: &[Bytes]) -> Bytes {
-    let Some(pass) = &proxy.cfg.requirepass else {
+    let cfg = proxy.cfg();
+    let Some(pass) = &cfg.requirepass else {
         return error_reply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
     };
     let (user, pw) = match a.len() {
@@ -461,8 +468,8 @@ fn command_cmd(client: &ClientState, args: &[Bytes]) -> Bytes {
 
 fn cluster_cmd(proxy: &Proxy, client: &ClientState, args: &[Bytes]) -> Bytes {
     let sub = args[1].to_ascii_lowercase();
-    let ip = proxy.cfg.listen.ip().to_string();
-    let port = proxy.cfg.listen.port() as i64;
+    let ip = proxy.cfg().listen.ip().to_string();
+    let port = proxy.cfg().listen.port() as i64;
     match sub.as_slice() {
         b"info" => bulk(
             b"cluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:1\r\ncluster_size:1\r\ncluster_current_epoch:1\r\ncluster_my_epoch:1\r\n",
@@ -525,6 +532,8 @@ pub enum Job {
     ScriptExists(Bytes, usize),
     /// Send to any one master.
     AnyMaster(Bytes),
+    /// Send to one node on the client's own pooled connection (WAIT after a write).
+    ToNode(Arc<str>, Bytes),
     /// RANDOMKEY over a random master (then the others if it is empty).
     RandomKey,
     /// SCAN with a cursor that encodes the master index.
@@ -650,6 +659,7 @@ impl Job {
                 let i = (client.id as usize) % masters.len();
                 to_master(proxy, client, &masters[i], data).await
             }
+            Job::ToNode(node, data) => to_master(proxy, client, &node, data).await,
             Job::RandomKey => {
                 let masters = sorted_masters(proxy);
                 let start = rand::random::<usize>() % masters.len().max(1);
@@ -738,7 +748,7 @@ async fn info(proxy: &Proxy, client: &ClientState, args: Vec<Bytes>) -> Bytes {
             env!("CARGO_PKG_VERSION"),
             std::process::id(),
             proxy.id,
-            proxy.cfg.listen.port(),
+            proxy.cfg().listen.port(),
             proxy.started.elapsed().as_secs()
         );
     }
@@ -747,7 +757,7 @@ async fn info(proxy: &Proxy, client: &ClientState, args: Vec<Bytes>) -> Bytes {
             t,
             "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
             proxy.clients.lock().len(),
-            proxy.cfg.maxclients
+            proxy.cfg().maxclients
         );
     }
     if want("stats") {
@@ -807,5 +817,191 @@ async fn info(proxy: &Proxy, client: &ClientState, args: Vec<Bytes>) -> Bytes {
         o.freeze()
     } else {
         bulk(t.as_bytes())
+    }
+}
+
+/// The settings CONFIG GET/SET expose (name, getter, setter).
+fn config_get(cfg: &crate::proxy::ProxyConfig, name: &str) -> Option<String> {
+    Some(match name {
+        "requirepass" => cfg.requirepass.clone().unwrap_or_default(),
+        "maxclients" => cfg.maxclients.to_string(),
+        "timeout" => cfg.idle_timeout.as_secs().to_string(),
+        "slowlog-log-slower-than" => cfg.slowlog_slower_than_us.to_string(),
+        "slowlog-max-len" => cfg.slowlog_max_len.to_string(),
+        "read-from" => cfg.read_from.name().to_string(),
+        "request-timeout-ms" => cfg.request_timeout.as_millis().to_string(),
+        "max-pipeline" => cfg.max_pipeline.to_string(),
+        "client-query-buffer-limit" => cfg.max_query_buffer.to_string(),
+        // Asked by redis-benchmark; a proxy has no persistence of its own.
+        "save" => String::new(),
+        "appendonly" => "no".to_string(),
+        _ => return None,
+    })
+}
+
+const CONFIG_NAMES: &[&str] = &[
+    "requirepass",
+    "maxclients",
+    "timeout",
+    "slowlog-log-slower-than",
+    "slowlog-max-len",
+    "read-from",
+    "request-timeout-ms",
+    "max-pipeline",
+    "client-query-buffer-limit",
+    "save",
+    "appendonly",
+];
+
+fn config_set(cfg: &mut crate::proxy::ProxyConfig, name: &str, v: &str) -> Result<(), String> {
+    let int = |v: &str| {
+        v.parse::<i64>()
+            .map_err(|_| "argument couldn't be parsed into an integer".to_string())
+    };
+    match name {
+        "requirepass" => {
+            cfg.requirepass = if v.is_empty() {
+                None
+            } else {
+                Some(v.to_string())
+            }
+        }
+        "maxclients" => cfg.maxclients = int(v)?.max(1) as usize,
+        "timeout" => cfg.idle_timeout = std::time::Duration::from_secs(int(v)?.max(0) as u64),
+        "slowlog-log-slower-than" => cfg.slowlog_slower_than_us = int(v)?,
+        "slowlog-max-len" => cfg.slowlog_max_len = int(v)?.max(0) as usize,
+        "read-from" => {
+            cfg.read_from = crate::proxy::ReadFrom::parse(v).ok_or_else(|| {
+                "argument must be one of: master, prefer-replica, replica".to_string()
+            })?
+        }
+        "request-timeout-ms" => {
+            cfg.request_timeout = std::time::Duration::from_millis(int(v)?.max(1) as u64)
+        }
+        "max-pipeline" => cfg.max_pipeline = int(v)?.max(1) as usize,
+        "client-query-buffer-limit" => cfg.max_query_buffer = int(v)?.max(1024) as usize,
+        _ => return Err(String::new()),
+    }
+    Ok(())
+}
+
+fn config_cmd(proxy: &Proxy, client: &ClientState, args: &[Bytes]) -> Bytes {
+    let sub = args
+        .get(1)
+        .map(|a| a.to_ascii_lowercase())
+        .unwrap_or_default();
+    match sub.as_slice() {
+        b"get" if args.len() >= 3 => {
+            let cfg = proxy.cfg();
+            let mut pairs = Vec::new();
+            for pat in &args[2..] {
+                let pat = String::from_utf8_lossy(pat).to_ascii_lowercase();
+                for n in CONFIG_NAMES {
+                    if glob(&pat, n)
+                        && !pairs
+                            .iter()
+                            .any(|(k, _): &(Frame, Frame)| k.as_bytes() == Some(n.as_bytes()))
+                    {
+                        if let Some(v) = config_get(&cfg, n) {
+                            pairs.push((Frame::bulk(*n), Frame::bulk(v)));
+                        }
+                    }
+                }
+            }
+            frame(&Frame::Map(pairs), client.resp3)
+        }
+        b"set" if args.len() >= 4 && args.len() % 2 == 0 => {
+            let mut cfg = (**proxy.cfg()).clone();
+            for pair in args[2..].chunks(2) {
+                let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+                let v = String::from_utf8_lossy(&pair[1]).into_owned();
+                if let Err(e) = config_set(&mut cfg, &name, &v) {
+                    return if e.is_empty() {
+                        error_reply(&format!(
+                            "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+                        ))
+                    } else {
+                        error_reply(&format!(
+                            "ERR CONFIG SET failed (possibly related to argument '{name}') - {e}"
+                        ))
+                    };
+                }
+            }
+            proxy.set_cfg(cfg);
+            ok()
+        }
+        b"resetstat" => {
+            proxy.slowlog.lock().clear();
+            ok()
+        }
+        b"rewrite" => error_reply(
+            "ERR slotgate: CONFIG REWRITE is not supported; edit the --config file and send SIGHUP",
+        ),
+        _ => error_reply(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
+            String::from_utf8_lossy(args.get(1).map(|a| &a[..]).unwrap_or(b""))
+        )),
+    }
+}
+
+fn glob(pat: &str, s: &str) -> bool {
+    fn m(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => m(&p[1..], s) || (!s.is_empty() && m(p, &s[1..])),
+            (Some(b'?'), Some(_)) => m(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b => m(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    m(pat.as_bytes(), s.as_bytes())
+}
+
+fn slowlog_cmd(proxy: &Proxy, client: &ClientState, args: &[Bytes]) -> Bytes {
+    let sub = args
+        .get(1)
+        .map(|a| a.to_ascii_lowercase())
+        .unwrap_or_default();
+    match sub.as_slice() {
+        b"len" => int(proxy.slowlog.lock().len() as i64),
+        b"reset" => {
+            proxy.slowlog.lock().clear();
+            ok()
+        }
+        b"get" => {
+            let n = match args.get(2) {
+                Some(a) => match parse_i64(a) {
+                    Some(n) if n >= -1 => n,
+                    _ => return error_reply("ERR count should be greater than or equal to -1"),
+                },
+                None => 10,
+            };
+            let log = proxy.slowlog.lock();
+            let take = if n < 0 {
+                log.len()
+            } else {
+                (n as usize).min(log.len())
+            };
+            let entries = log
+                .iter()
+                .take(take)
+                .map(|e| {
+                    Frame::Array(vec![
+                        Frame::Integer(e.id as i64),
+                        Frame::Integer(e.time as i64),
+                        Frame::Integer(e.micros as i64),
+                        Frame::Array(e.args.iter().map(|a| Frame::Bulk(a.clone())).collect()),
+                        Frame::bulk(e.addr.clone()),
+                        Frame::bulk(e.name.clone()),
+                        Frame::bulk(e.node.clone()),
+                    ])
+                })
+                .collect();
+            frame(&Frame::Array(entries), client.resp3)
+        }
+        _ => error_reply(&format!(
+            "ERR unknown subcommand '{}'. Try SLOWLOG HELP.",
+            String::from_utf8_lossy(args.get(1).map(|a| &a[..]).unwrap_or(b""))
+        )),
     }
 }

@@ -116,15 +116,7 @@ async fn run(cli: config::Cli) -> i32 {
     if cli.metrics.is_some() {
         tokio::spawn(metrics::publish_loop(router.clone()));
     }
-    let cfg = proxy::ProxyConfig {
-        listen,
-        requirepass: cli.requirepass.clone(),
-        maxclients: cli.maxclients,
-        idle_timeout: Duration::from_secs(cli.idle_timeout_secs),
-        request_timeout: Duration::from_millis(cli.request_timeout_ms),
-        max_pipeline: cli.max_pipeline.max(1),
-        max_query_buffer: cli.max_query_buffer,
-    };
+    let cfg = cli.proxy_config(listen);
     let p = Arc::new(proxy::Proxy::new(cfg, router.clone()));
     let map = router.map();
     tracing::info!(
@@ -136,22 +128,47 @@ async fn run(cli: config::Cli) -> i32 {
             .unwrap_or_default()
     );
     println!("Ready to accept connections on {listen}");
-    let server = tokio::spawn(proxy::serve(p, listener));
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    let server = tokio::spawn(proxy::serve(p.clone(), listener));
+    wait_for_shutdown(&p, listen).await;
     server.abort();
+    // Drain: clients finish the requests they have in flight, idle ones are closed.
+    p.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in p.clients.lock().values() {
+        c.kill.notify_one();
+    }
+    let t = std::time::Instant::now();
+    while !p.clients.lock().is_empty() && t.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!("shut down after draining clients");
     0
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGTERM/SIGINT; on SIGHUP re-reads the config file and applies the live settings.
+async fn wait_for_shutdown(p: &Arc<proxy::Proxy>, listen: std::net::SocketAddr) {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
+        signal(SignalKind::hangup()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                match config::Cli::try_load() {
+                    Ok(cli) => {
+                        p.set_cfg(cli.proxy_config(listen));
+                        tracing::info!("SIGHUP: configuration reloaded");
+                    }
+                    Err(e) => tracing::warn!("SIGHUP: keeping the current configuration: {e}"),
+                }
+            }
         }
-        _ => std::future::pending::<()>().await,
     }
+    tracing::info!("shutting down: draining in-flight requests");
 }

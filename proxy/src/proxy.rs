@@ -9,7 +9,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Settings the client connections use.
+/// Where read-only commands go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Always the master.
+    Master,
+    /// A healthy replica when there is one, else the master.
+    PreferReplica,
+    /// A replica (the master only when no replica is healthy).
+    Replica,
+}
+
+impl ReadFrom {
+    /// Parses `master`, `prefer-replica`, `replica`.
+    pub fn parse(s: &str) -> Option<ReadFrom> {
+        match s.to_ascii_lowercase().as_str() {
+            "master" => Some(ReadFrom::Master),
+            "prefer-replica" => Some(ReadFrom::PreferReplica),
+            "replica" => Some(ReadFrom::Replica),
+            _ => None,
+        }
+    }
+
+    /// The name CONFIG GET shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadFrom::Master => "master",
+            ReadFrom::PreferReplica => "prefer-replica",
+            ReadFrom::Replica => "replica",
+        }
+    }
+}
+
+/// Settings the client connections use (swapped as a whole by CONFIG SET and SIGHUP).
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     /// Where clients connect.
@@ -26,12 +58,41 @@ pub struct ProxyConfig {
     pub max_pipeline: usize,
     /// Largest query buffer per client.
     pub max_query_buffer: usize,
+    /// Where read-only commands go.
+    pub read_from: ReadFrom,
+    /// SLOWLOG threshold in microseconds (negative: off).
+    pub slowlog_slower_than_us: i64,
+    /// SLOWLOG length.
+    pub slowlog_max_len: usize,
+}
+
+/// One SLOWLOG entry of the proxy.
+#[derive(Debug, Clone)]
+pub struct SlowEntry {
+    /// Id.
+    pub id: u64,
+    /// Unix seconds.
+    pub time: u64,
+    /// Microseconds.
+    pub micros: u64,
+    /// Arguments (trimmed).
+    pub args: Vec<bytes::Bytes>,
+    /// Client address.
+    pub addr: String,
+    /// Client name.
+    pub name: String,
+    /// Backend node that served it ("" when answered locally or split).
+    pub node: String,
 }
 
 /// Shared state.
 pub struct Proxy {
-    /// Settings.
-    pub cfg: ProxyConfig,
+    cfg: arc_swap::ArcSwap<ProxyConfig>,
+    /// Slow requests, newest first.
+    pub slowlog: Mutex<std::collections::VecDeque<SlowEntry>>,
+    slowlog_next: AtomicU64,
+    /// Set when shutting down: stop reading new requests.
+    pub draining: std::sync::atomic::AtomicBool,
     /// Slot map and backend pools.
     pub router: Arc<Router>,
     /// Proxy identity (CLUSTER MYID and friends).
@@ -58,7 +119,10 @@ impl Proxy {
             .map(|_| char::from(b"0123456789abcdef"[rng.gen_range(0..16)]))
             .collect();
         Proxy {
-            cfg,
+            cfg: arc_swap::ArcSwap::from_pointee(cfg),
+            slowlog: Mutex::new(std::collections::VecDeque::new()),
+            slowlog_next: AtomicU64::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
             router,
             id,
             clients: Mutex::new(BTreeMap::new()),
@@ -68,6 +132,56 @@ impl Proxy {
             connections: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
         }
+    }
+
+    /// The current settings.
+    pub fn cfg(&self) -> arc_swap::Guard<Arc<ProxyConfig>> {
+        self.cfg.load()
+    }
+
+    /// Replaces the settings (CONFIG SET, SIGHUP); clients see them from their next request.
+    pub fn set_cfg(&self, cfg: ProxyConfig) {
+        self.cfg.store(Arc::new(cfg));
+    }
+
+    /// Records a slow request when it is over the threshold.
+    pub fn maybe_slowlog(
+        &self,
+        micros: u64,
+        args: &[bytes::Bytes],
+        addr: &str,
+        name: String,
+        node: String,
+    ) {
+        let cfg = self.cfg();
+        if cfg.slowlog_slower_than_us < 0 || (micros as i64) < cfg.slowlog_slower_than_us {
+            return;
+        }
+        let mut trimmed: Vec<bytes::Bytes> = args.iter().take(32).cloned().collect();
+        for a in trimmed.iter_mut() {
+            if a.len() > 128 {
+                *a = bytes::Bytes::from(format!(
+                    "{}... ({} more bytes)",
+                    String::from_utf8_lossy(&a[..128]),
+                    a.len() - 128
+                ));
+            }
+        }
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut log = self.slowlog.lock();
+        log.push_front(SlowEntry {
+            id: self.slowlog_next.fetch_add(1, Ordering::Relaxed),
+            time,
+            micros,
+            args: trimmed,
+            addr: addr.to_string(),
+            name,
+            node,
+        });
+        log.truncate(cfg.slowlog_max_len);
     }
 
     /// A fresh client id.
@@ -81,7 +195,11 @@ pub async fn serve(proxy: Arc<Proxy>, listener: tokio::net::TcpListener) {
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
-                if proxy.clients.lock().len() >= proxy.cfg.maxclients {
+                if proxy.draining.load(Ordering::Relaxed) {
+                    drop(sock);
+                    continue;
+                }
+                if proxy.clients.lock().len() >= proxy.cfg().maxclients {
                     proxy.rejected.fetch_add(1, Ordering::Relaxed);
                     crate::metrics::client_rejected();
                     tokio::spawn(async move {

@@ -43,6 +43,7 @@ pub struct Router {
     map: ArcSwap<SlotMap>,
     pools: DashMap<Arc<str>, Arc<Pool>>,
     resp3_pools: DashMap<Arc<str>, Arc<Pool>>,
+    replica_pools: DashMap<(Arc<str>, bool), Arc<Pool>>,
     cfg: RouterConfig,
     refreshing: AtomicBool,
     last_refresh: Mutex<Option<Instant>>,
@@ -66,6 +67,7 @@ impl Router {
             map: ArcSwap::from_pointee(SlotMap::default()),
             pools: DashMap::new(),
             resp3_pools: DashMap::new(),
+            replica_pools: DashMap::new(),
             cfg,
             refreshing: AtomicBool::new(false),
             last_refresh: Mutex::new(None),
@@ -105,6 +107,21 @@ impl Router {
         cfg.resp3 = true;
         self.resp3_pools
             .entry(addr.clone())
+            .or_insert_with(|| Pool::new(addr.clone(), &cfg))
+            .clone()
+    }
+
+    /// A READONLY pool for a replica (replica reads).
+    pub fn replica_pool(&self, addr: &Arc<str>, resp3: bool) -> Arc<Pool> {
+        let key = (addr.clone(), resp3);
+        if let Some(p) = self.replica_pools.get(&key) {
+            return p.clone();
+        }
+        let mut cfg = self.cfg.pool.clone();
+        cfg.readonly = true;
+        cfg.resp3 = resp3;
+        self.replica_pools
+            .entry(key)
             .or_insert_with(|| Pool::new(addr.clone(), &cfg))
             .clone()
     }

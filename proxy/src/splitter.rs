@@ -154,6 +154,20 @@ pub fn dispatch(
     }
     if same {
         let data = encode(enc, args);
+        if spec.has_flag(flags::WRITE) {
+            let map = proxy.router.map();
+            if let Some(a) = map.master_of(first) {
+                if client.last_write.as_ref() != Some(a) {
+                    client.last_write = Some(a.clone());
+                }
+            }
+        } else if spec.has_flag(flags::READONLY)
+            && proxy.cfg().read_from != crate::proxy::ReadFrom::Master
+        {
+            if let Some(p) = replica_read(proxy, client, first, data.clone()) {
+                return p;
+            }
+        }
         return match send_part(proxy, client, first, data.clone()) {
             Some(rx) => Pending::Single {
                 slot: first,
@@ -281,6 +295,25 @@ fn transaction(
     }
 }
 
+/// Sends a read-only command to a healthy replica of the slot's shard (`--read-from`).
+fn replica_read(proxy: &Proxy, client: &ClientState, slot: u16, data: Bytes) -> Option<Pending> {
+    let map = proxy.router.map();
+    let shard = map.shards.get(*map.slots.get(slot as usize)? as usize)?;
+    if shard.replicas.is_empty() {
+        return None;
+    }
+    let start = (client.id as usize) % shard.replicas.len();
+    for k in 0..shard.replicas.len() {
+        let addr = &shard.replicas[(start + k) % shard.replicas.len()];
+        let pool = proxy.router.replica_pool(addr, client.resp3);
+        if pool.is_up() {
+            let rx = pool.send(client.id, data.clone(), 1);
+            return Some(Pending::Single { slot, data, rx });
+        }
+    }
+    None
+}
+
 fn closed_rx() -> Rx {
     let (_tx, rx) = oneshot::channel();
     rx
@@ -351,7 +384,7 @@ async fn resolve_one(
     data: Bytes,
     rx: Option<Rx>,
 ) -> Bytes {
-    let deadline = Instant::now() + proxy.cfg.request_timeout;
+    let deadline = Instant::now() + proxy.cfg().request_timeout;
     let mut ask = None;
     if let Some(rx) = rx {
         match rx.await {

@@ -718,3 +718,101 @@ fn transactions_blocking_and_pubsub_through_the_proxy() {
     // Back in normal mode.
     assert_eq!(sub.cmd(&["PING"]), Frame::Simple("PONG".into()));
 }
+
+#[test]
+fn config_slowlog_wait_replica_reads_sighup_and_drain() {
+    use slotgate_protocol::Frame;
+    let Some(cluster) = Cluster::redis(3, 1, 3000) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("slotgate-cfg-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg_file = dir.join("slotgate.toml");
+    std::fs::write(
+        &cfg_file,
+        "maxclients = 500\nread_from = \"prefer-replica\"\n",
+    )
+    .unwrap();
+    let mut proxy = start_proxy(&cluster.seed(), &["--config", cfg_file.to_str().unwrap()]);
+    let mut c = Raw::connect(proxy.port);
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "maxclients"]),
+        Frame::Array(vec![Frame::bulk("maxclients"), Frame::bulk("500")])
+    );
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "read-from"]),
+        Frame::Array(vec![
+            Frame::bulk("read-from"),
+            Frame::bulk("prefer-replica")
+        ])
+    );
+    // Replica reads: a write, WAIT for the replica, then the read (served by the replica).
+    assert_eq!(c.cmd(&["SET", "rr", "1"]), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd(&["WAIT", "1", "2000"]), Frame::Integer(1));
+    assert_eq!(c.cmd(&["GET", "rr"]), Frame::Bulk("1".into()));
+    // SLOWLOG: everything is slow at threshold 0.
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
+        Frame::Simple("OK".into())
+    );
+    assert_eq!(c.cmd(&["SET", "slow", "x"]), Frame::Simple("OK".into()));
+    let Frame::Array(entries) = c.cmd(&["SLOWLOG", "GET", "1"]) else {
+        panic!()
+    };
+    let Frame::Array(e) = &entries[0] else {
+        panic!()
+    };
+    assert_eq!(
+        e[3],
+        Frame::Array(vec![
+            Frame::bulk("SET"),
+            Frame::bulk("slow"),
+            Frame::bulk("x")
+        ])
+    );
+    assert!(
+        matches!(&e[6], Frame::Bulk(n) if n.starts_with(b"127.0.0.1:")),
+        "{e:?}"
+    );
+    assert_eq!(c.cmd(&["SLOWLOG", "RESET"]), Frame::Simple("OK".into()));
+    let Frame::Error(err) = c.cmd(&["CONFIG", "SET", "nosuch", "1"]) else {
+        panic!()
+    };
+    assert!(err.starts_with(b"ERR Unknown option"));
+    // CONFIG SET requirepass applies to new AUTHs without dropping this client.
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "requirepass", "pw"]),
+        Frame::Simple("OK".into())
+    );
+    assert_eq!(c.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    let mut fresh = Raw::connect(proxy.port);
+    assert_eq!(
+        fresh.cmd(&["GET", "rr"]),
+        Frame::Error("NOAUTH Authentication required.".into())
+    );
+    // SIGHUP re-reads the file (and resets what CONFIG SET changed to the file's values).
+    std::fs::write(&cfg_file, "maxclients = 700\nread_from = \"master\"\n").unwrap();
+    unsafe {
+        libc::kill(proxy.child.id() as i32, libc::SIGHUP);
+    }
+    let t = Instant::now();
+    loop {
+        let r = c.cmd(&["CONFIG", "GET", "maxclients"]);
+        if r == Frame::Array(vec![Frame::bulk("maxclients"), Frame::bulk("700")]) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not reload: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Graceful shutdown: SIGTERM, exits 0 promptly.
+    assert!(
+        proxy.terminate(Duration::from_secs(15)),
+        "proxy did not exit on SIGTERM"
+    );
+    let st = proxy.child.wait().unwrap();
+    assert!(st.success(), "exit status {st}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
