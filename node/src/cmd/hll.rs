@@ -264,11 +264,14 @@ fn check(ctx: &mut Ctx, key: &[u8]) -> Hll {
     }
 }
 
+/// An empty sparse HyperLogLog (header + one XZERO opcode covering every register).
+const EMPTY_SPARSE: &[u8] = b"HYLL\x01\0\0\0\0\0\0\0\0\0\0\0\x7f\xff";
+
 /// The HyperLogLog string of a key already checked with [`check`].
 fn hll_bytes<'a>(ctx: &'a mut Ctx, key: &[u8]) -> &'a [u8] {
     match ctx.ks.get(key).map(|e| &e.value) {
-        Some(Value::Str(s)) => s,
-        _ => &[],
+        Some(Value::Str(s)) if is_valid(s) => s,
+        _ => EMPTY_SPARSE,
     }
 }
 
@@ -467,8 +470,8 @@ mod tests {
     #[test]
     fn sparse_decoding() {
         // XZERO covering everything: an empty sparse HLL as Redis creates it.
-        let mut s = b"HYLL\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();
-        s.extend_from_slice(&[0x7f, 0xff]);
+        let s = EMPTY_SPARSE.to_vec();
+        assert_eq!(s.len(), HDR + 2);
         assert!(is_valid(&s));
         assert_eq!(count_value(&s), Ok(0));
         // VAL(3) at register 0, then XZERO for the rest.
