@@ -370,31 +370,32 @@ impl<'a> Locked<'a> {
         (&mut self.guards[pos].1, slot)
     }
 
-    fn expire_if_needed(&mut self, key: &[u8]) -> bool {
+    /// Finds the key's shard and map (one slot computation) and applies lazy expiry, with a
+    /// fast path for shards holding no key with a TTL. Returns (shard, map index, expired).
+    fn locate(&mut self, key: &[u8]) -> (&mut Shard, usize, bool) {
         let now = self.now;
         let no_delete = self.no_delete_expired;
         let (shard, slot) = self.shard_for(key);
-        let m = &mut shard.maps[map_index(slot)];
-        match m.get(key) {
-            Some(e) if e.expired(now) => {
-                if !no_delete {
-                    m.remove(key);
-                    shard.expires = shard.expires.saturating_sub(1);
-                    shard.touch(key);
-                }
-                true
+        let idx = map_index(slot);
+        let mut expired = false;
+        if shard.expires > 0 {
+            expired = matches!(shard.maps[idx].get(key), Some(e) if e.expired(now));
+            if expired && !no_delete {
+                shard.maps[idx].remove(key);
+                shard.expires -= 1;
+                shard.touch(key);
             }
-            _ => false,
         }
+        (shard, idx, expired)
     }
 
     /// Reads a key (lazily expiring it).
     pub fn get(&mut self, key: &[u8]) -> Option<&Entry> {
-        if self.expire_if_needed(key) {
+        let (shard, idx, expired) = self.locate(key);
+        if expired {
             return None;
         }
-        let (shard, slot) = self.shard_for(key);
-        shard.maps[map_index(slot)].get(key)
+        shard.maps[idx].get(key)
     }
 
     /// True when the key exists.
@@ -405,25 +406,26 @@ impl<'a> Locked<'a> {
     /// Reads a key for modification: counts a dirty write, touches WATCHers, wakes waiters.
     /// Check the type with [`Locked::get`] first if the command may fail without modifying.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        if self.expire_if_needed(key) {
+        self.dirty += 1;
+        let (shard, idx, expired) = self.locate(key);
+        if expired {
             return None;
         }
-        self.dirty += 1;
-        let (shard, slot) = self.shard_for(key);
-        if shard.maps[map_index(slot)].contains_key(key) {
+        if (!shard.watched.is_empty() || !shard.blocked.is_empty())
+            && shard.maps[idx].contains_key(key)
+        {
             shard.touch(key);
         }
-        shard.maps[map_index(slot)].get_mut(key)
+        shard.maps[idx].get_mut(key)
     }
 
     /// Stores `value` under `key`, replacing any old value; the expiry is cleared unless
     /// `keep_ttl`. Returns the previous entry.
     pub fn set(&mut self, key: &[u8], value: Value, keep_ttl: bool) -> Option<Entry> {
-        self.expire_if_needed(key);
         self.dirty += 1;
-        let (shard, slot) = self.shard_for(key);
+        let (shard, idx, _) = self.locate(key);
         shard.touch(key);
-        let m = &mut shard.maps[map_index(slot)];
+        let m = &mut shard.maps[idx];
         if let Some(e) = m.get_mut(key) {
             let old_expire = e.expire_at;
             let new_expire = if keep_ttl { old_expire } else { 0 };
@@ -456,23 +458,22 @@ impl<'a> Locked<'a> {
 
     /// Returns the entry for `key`, creating it with `make()` if absent. Counts as a write.
     pub fn get_or_insert_with(&mut self, key: &[u8], make: impl FnOnce() -> Value) -> &mut Entry {
-        self.expire_if_needed(key);
         self.dirty += 1;
-        let (shard, slot) = self.shard_for(key);
+        let (shard, idx, _) = self.locate(key);
         shard.touch(key);
         // entry_ref builds an owned key only when the key is new.
-        shard.maps[map_index(slot)]
+        shard.maps[idx]
             .entry_ref(key)
             .or_insert_with(|| Entry::new(make()))
     }
 
     /// Deletes a key; returns its entry if it existed (and was not expired).
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        if self.expire_if_needed(key) {
+        let (shard, idx, expired) = self.locate(key);
+        if expired {
             return None;
         }
-        let (shard, slot) = self.shard_for(key);
-        let old = shard.maps[map_index(slot)].remove(key)?;
+        let old = shard.maps[idx].remove(key)?;
         if old.expire_at != 0 {
             shard.expires = shard.expires.saturating_sub(1);
         }
@@ -491,11 +492,11 @@ impl<'a> Locked<'a> {
 
     /// Sets the absolute expiry of an existing key (0 removes it). Returns false if missing.
     pub fn set_expire(&mut self, key: &[u8], at: u64) -> bool {
-        if self.expire_if_needed(key) {
+        let (shard, idx, expired) = self.locate(key);
+        if expired {
             return false;
         }
-        let (shard, slot) = self.shard_for(key);
-        let Some(e) = shard.maps[map_index(slot)].get_mut(key) else {
+        let Some(e) = shard.maps[idx].get_mut(key) else {
             return false;
         };
         let was = e.expire_at;

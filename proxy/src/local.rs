@@ -910,7 +910,7 @@ fn config_cmd(proxy: &Proxy, client: &ClientState, args: &[Bytes]) -> Bytes {
             }
             frame(&Frame::Map(pairs), client.resp3)
         }
-        b"set" if args.len() >= 4 && args.len() % 2 == 0 => {
+        b"set" if args.len() >= 4 && args.len().is_multiple_of(2) => {
             let mut cfg = (**proxy.cfg()).clone();
             for pair in args[2..].chunks(2) {
                 let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();

@@ -600,7 +600,7 @@ fn proxy_local_commands_scan_resp3_and_auth() {
     );
     assert_eq!(raw.cmd(&["GET", "nosuchkey"]), Frame::Null);
     // Unsupported commands answer clearly and keep the connection.
-    let Frame::Error(e) = raw.cmd(&["MULTI"]) else {
+    let Frame::Error(e) = raw.cmd(&["MONITOR"]) else {
         panic!()
     };
     assert!(e.starts_with(b"ERR slotgate:"), "{e:?}");
