@@ -81,7 +81,7 @@ impl Conn {
             self.server
                 .stats
                 .net_out
-                .fetch_add(self.out.buf.len() as u64, Ordering::Relaxed);
+                .add(self.client.handle.id, self.out.buf.len() as u64);
             self.wr.write_all(&self.out.buf).await?;
             self.out.buf.clear();
             if self.out.buf.capacity() > 4 * FLUSH_AT {
@@ -142,7 +142,7 @@ impl Conn {
                     if n == 0 {
                         return Ok(End::Closed);
                     }
-                    self.server.stats.net_in.fetch_add(n as u64, Ordering::Relaxed);
+                    self.server.stats.net_in.add(self.client.handle.id, n as u64);
                     let ms = self.client.handle.created.elapsed().as_millis() as u64;
                     self.client.handle.last_active_ms.store(ms, Ordering::Relaxed);
                 }

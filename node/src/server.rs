@@ -16,13 +16,52 @@ use tokio::net::TcpListener;
 /// Version reported in INFO and HELLO (the Redis version whose behaviour we follow).
 pub const REDIS_VERSION: &str = "7.0.15";
 
+/// Number of stripes of a [`Striped`] counter.
+const STRIPES: usize = 16;
+
+#[repr(align(128))]
+#[derive(Default)]
+struct PaddedU64(AtomicU64);
+
+/// A counter split into cache-line-padded stripes so connections on different cores do not
+/// fight over one cache line on every command; reads sum the stripes.
+#[derive(Default)]
+pub struct Striped {
+    stripes: [PaddedU64; STRIPES],
+}
+
+impl Striped {
+    /// Adds `n` on the stripe of `key` (a client id).
+    #[inline]
+    pub fn add(&self, key: u64, n: u64) {
+        self.stripes[key as usize % STRIPES]
+            .0
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The total (the `Ordering` is accepted for call-site symmetry with atomics).
+    pub fn load(&self, _o: Ordering) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .fold(0u64, |a, b| a.wrapping_add(b))
+    }
+
+    /// Resets the total to `v`.
+    pub fn store(&self, v: u64, _o: Ordering) {
+        for (i, s) in self.stripes.iter().enumerate() {
+            s.0.store(if i == 0 { v } else { 0 }, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Server-wide counters for INFO.
 #[derive(Default)]
 pub struct Stats {
     /// total_connections_received
     pub connections: AtomicU64,
     /// total_commands_processed
-    pub commands: AtomicU64,
+    pub commands: Striped,
     /// keyspace_hits
     pub hits: AtomicU64,
     /// keyspace_misses
@@ -32,13 +71,13 @@ pub struct Stats {
     /// rejected_connections
     pub rejected: AtomicU64,
     /// total_net_input_bytes
-    pub net_in: AtomicU64,
+    pub net_in: Striped,
     /// total_net_output_bytes
-    pub net_out: AtomicU64,
+    pub net_out: Striped,
     /// Changes since the last save (rdb_changes_since_last_save).
-    pub dirty: AtomicU64,
+    pub dirty: Striped,
     /// total_error_replies
-    pub errors: AtomicU64,
+    pub errors: Striped,
 }
 
 /// Per-command statistics (INFO commandstats).
@@ -96,8 +135,10 @@ pub struct Server {
     pub pubsub: PubSub,
     /// Counters.
     pub stats: Stats,
-    /// Per-command counters.
-    pub cmdstats: Mutex<BTreeMap<&'static str, CmdStat>>,
+    /// Per-command counters, striped by client id (see [`Server::cmdstats_snapshot`]).
+    cmdstats: Vec<Mutex<BTreeMap<&'static str, CmdStat>>>,
+    /// Cached `slowlog-log-slower-than` (read on every command without the config lock).
+    pub slowlog_threshold: std::sync::atomic::AtomicI64,
     /// SLOWLOG.
     pub slowlog: Mutex<SlowLog>,
     /// 40-hex run id.
@@ -142,6 +183,7 @@ impl Server {
         )?;
         let dbs = config.get_int("databases").max(1) as usize;
         let auth = !config.get("requirepass").is_empty();
+        let slowlog_threshold = config.get_int("slowlog-log-slower-than");
         Ok(Server {
             ks: Keyspace::new(dbs),
             log,
@@ -150,7 +192,8 @@ impl Server {
             next_client_id: AtomicU64::new(1),
             pubsub: PubSub::default(),
             stats: Stats::default(),
-            cmdstats: Mutex::new(BTreeMap::new()),
+            cmdstats: (0..STRIPES).map(|_| Mutex::new(BTreeMap::new())).collect(),
+            slowlog_threshold: std::sync::atomic::AtomicI64::new(slowlog_threshold),
             slowlog: Mutex::new(SlowLog::default()),
             run_id: random_hex40(),
             started: Instant::now(),
@@ -240,6 +283,37 @@ impl Server {
         }
     }
 
+    /// INFO commandstats: the per-command counters summed over the stripes.
+    pub fn cmdstats_snapshot(&self) -> BTreeMap<&'static str, CmdStat> {
+        let mut out: BTreeMap<&'static str, CmdStat> = BTreeMap::new();
+        for stripe in &self.cmdstats {
+            for (k, v) in stripe.lock().iter() {
+                let e = out.entry(k).or_default();
+                e.calls += v.calls;
+                e.usec += v.usec;
+                e.rejected += v.rejected;
+                e.failed += v.failed;
+            }
+        }
+        out
+    }
+
+    /// CONFIG RESETSTAT: clears the per-command counters.
+    pub fn cmdstats_reset(&self) {
+        for stripe in &self.cmdstats {
+            stripe.lock().clear();
+        }
+    }
+
+    /// Re-reads configuration values cached for the hot path (after CONFIG SET).
+    pub fn refresh_cached_config(&self) {
+        let c = self.config.read();
+        self.slowlog_threshold
+            .store(c.get_int("slowlog-log-slower-than"), Ordering::Relaxed);
+        self.auth_required
+            .store(!c.get("requirepass").is_empty(), Ordering::Relaxed);
+    }
+
     /// Records a finished command in the stats and, if slow enough, in the slow log.
     pub fn record_command(
         &self,
@@ -250,15 +324,27 @@ impl Server {
         client: &ClientHandle,
     ) {
         {
-            let mut cs = self.cmdstats.lock();
-            let e = cs.entry(name).or_default();
-            e.calls += 1;
-            e.usec += micros;
-            if failed {
-                e.failed += 1;
+            let mut cs = self.cmdstats[client.id as usize % STRIPES].lock();
+            match cs.get_mut(name) {
+                Some(e) => {
+                    e.calls += 1;
+                    e.usec += micros;
+                    e.failed += failed as u64;
+                }
+                None => {
+                    cs.insert(
+                        name,
+                        CmdStat {
+                            calls: 1,
+                            usec: micros,
+                            rejected: 0,
+                            failed: failed as u64,
+                        },
+                    );
+                }
             }
         }
-        let threshold = self.config.read().get_int("slowlog-log-slower-than");
+        let threshold = self.slowlog_threshold.load(Ordering::Relaxed);
         if threshold >= 0 && micros >= threshold as u64 {
             let max = self.config.read().get_int("slowlog-max-len").max(0) as usize;
             let mut sl = self.slowlog.lock();

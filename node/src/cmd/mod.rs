@@ -198,7 +198,11 @@ pub fn dispatch(server: &Server, client: &mut Client, out: &mut Reply, args: &[B
         unknown_command(out, args);
         return Outcome::Done;
     };
-    let top = commands::lookup(&args[0]).unwrap_or(spec);
+    let top = if spec.container.is_empty() {
+        spec
+    } else {
+        commands::lookup(&args[0]).unwrap_or(spec)
+    };
     let Some(handler) = server.registry.get(top.name) else {
         if client.multi.is_some() {
             client.multi_error = true;
@@ -333,15 +337,15 @@ pub fn run<'a>(
     let outcome = handler(&mut ctx);
     let dirty = ks.dirty - dirty_before;
     if dirty > 0 {
-        server.stats.dirty.fetch_add(dirty, Ordering::Relaxed);
+        server.stats.dirty.add(client.handle.id, dirty);
         server.propagate(client.db, args);
     }
     let micros = started.elapsed().as_micros() as u64;
-    server.stats.commands.fetch_add(1, Ordering::Relaxed);
+    server.stats.commands.add(client.handle.id, 1);
     let failed =
         out.buf.len() > buf_before && out.buf[buf_before] == b'-' && out.count > errors_before;
     if failed {
-        server.stats.errors.fetch_add(1, Ordering::Relaxed);
+        server.stats.errors.add(client.handle.id, 1);
     }
     if !spec.has_flag(flags::SKIP_SLOWLOG) {
         server.record_command(spec.name, micros, failed, args, &client.handle);

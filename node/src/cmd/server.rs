@@ -608,7 +608,7 @@ fn info_section(ctx: &mut Ctx, name: &str, s: &mut String) {
         "modules" => s.push_str("# Modules\r\n"),
         "commandstats" => {
             s.push_str("# Commandstats\r\n");
-            let stats = server.cmdstats.lock().clone();
+            let stats = server.cmdstats_snapshot();
             for (name, c) in stats.iter().filter(|(_, c)| c.calls > 0 || c.rejected > 0) {
                 let per = if c.calls > 0 {
                     c.usec as f64 / c.calls as f64
@@ -835,18 +835,17 @@ fn reset_stats(server: &Server) {
     let st = &server.stats;
     for c in [
         &st.connections,
-        &st.commands,
         &st.hits,
         &st.misses,
         &st.expired,
         &st.rejected,
-        &st.net_in,
-        &st.net_out,
-        &st.errors,
     ] {
         c.store(0, Ordering::Relaxed);
     }
-    server.cmdstats.lock().clear();
+    for c in [&st.commands, &st.net_in, &st.net_out, &st.errors] {
+        c.store(0, Ordering::Relaxed);
+    }
+    server.cmdstats_reset();
 }
 
 fn config_get(ctx: &mut Ctx) {
@@ -915,6 +914,7 @@ fn config_set(ctx: &mut Ctx) {
             .log
             .set_level(crate::log::Level::from_name(&loglevel));
     }
+    ctx.server.refresh_cached_config();
     ctx.out.ok();
 }
 
@@ -1989,7 +1989,7 @@ fn latency(ctx: &mut Ctx) -> Outcome {
         b"histogram" => {
             // No per-call histogram is kept: every call is charged to the power-of-two bucket of
             // the command's mean latency.
-            let stats = ctx.server.cmdstats.lock().clone();
+            let stats = ctx.server.cmdstats_snapshot();
             let filter: Vec<String> = ctx.args[2..]
                 .iter()
                 .map(|a| lossy(a).to_ascii_lowercase())
