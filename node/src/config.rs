@@ -231,7 +231,7 @@ pub static DIRECTIVES: &[Directive] = &[
     d!("lazyfree-lazy-expire", YESNO, "no", false),
     d!("lazyfree-lazy-server-del", YESNO, "no", false),
     d!("lazyfree-lazy-user-del", YESNO, "no", false),
-    d!("io-threads", Kind::Int(1, 128), "1", false),
+    d!("io-threads", Kind::Int(1, 128), "1", true),
     d!("notify-keyspace-events", Kind::Str, "", false),
     d!("no-appendfsync-on-rewrite", YESNO, "no", false),
     d!(
@@ -408,6 +408,8 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// Directives given that slotgate accepts but does not act on (warned once at start).
     pub ignored: Vec<&'static str>,
+    /// Directives set explicitly in the file or on the command line.
+    pub explicit: Vec<&'static str>,
 }
 
 impl Default for Config {
@@ -419,6 +421,7 @@ impl Default for Config {
                 .collect(),
             file: None,
             ignored: Vec::new(),
+            explicit: Vec::new(),
         }
     }
 }
@@ -532,6 +535,9 @@ impl Config {
                 self.note_ignored(d.name);
             }
             self.values.insert(d.name, v);
+            if !self.explicit.contains(&d.name) {
+                self.explicit.push(d.name);
+            }
         }
         Ok(())
     }
