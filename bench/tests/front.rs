@@ -77,7 +77,7 @@ fn short_front_run_reports_every_target() {
         "--half-load-secs",
         "0.5",
         "--max-time",
-        "60",
+        "120",
         "--no-write",
     ]
     .map(String::from)

@@ -6,7 +6,7 @@
 //! The fixture owns its processes through [`ChildGuard`]s: dropping it stops them all and
 //! removes the directories.
 
-use super::target::{blocking_call, log_tail, resolve_bin, wait_ready, ChildGuard};
+use super::target::{blocking_call, resolve_bin, wait_ready, ChildGuard};
 use anyhow::{anyhow, bail, Context, Result};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -235,6 +235,30 @@ impl Drop for ClusterFixture {
     }
 }
 
+/// The last `n` lines of a log, without terminal colour codes (redis-cli prints them).
+fn log_tail(path: &Path, n: usize) -> String {
+    strip_ansi(&super::target::log_tail(path, n))
+}
+
+/// Removes `ESC [ ... <letter>` sequences.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the final byte of the sequence (bounded by the input).
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The first line of `<bin> --version`, or `version unknown`.
 pub fn bin_version(bin: &Path) -> String {
     Command::new(bin)
@@ -247,4 +271,18 @@ pub fn bin_version(bin: &Path) -> String {
         .map(|s| s.lines().next().unwrap_or_default().trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "version unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_codes_are_removed() {
+        assert_eq!(
+            strip_ansi("\u{1b}[31;1m[ERR] Node x\u{1b}[0m done"),
+            "[ERR] Node x done"
+        );
+        assert_eq!(strip_ansi("plain"), "plain");
+    }
 }

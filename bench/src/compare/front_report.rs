@@ -183,6 +183,20 @@ impl FrontReport {
             "- Machine: {} cores, {}, kernel {}; load average {} at start, {} at end",
             m.cores, m.cpu_model, m.kernel, self.loadavg_start, self.loadavg_end
         );
+        let load1: f64 = self
+            .loadavg_start
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if m.cores > 0 && load1 > m.cores as f64 {
+            let _ = writeln!(
+                o,
+                "- **Busy machine**: load average {load1:.1} on {} cores when the suite \
+                 started (other work ran alongside); treat the numbers as noisy.",
+                m.cores
+            );
+        }
         let _ = writeln!(o, "- Command: `{}`", self.command_line);
         let _ = writeln!(o, "- Targets (interleaved in this order each round):");
         for d in &self.target_descriptions {

@@ -143,7 +143,7 @@ pub struct CompareArgs {
     #[arg(short = 'r', long, default_value_t = 100_000)]
     pub keyspace: u64,
     /// Requests per run at -P 1; deeper pipelines run min(P, 10) times as many
-    /// [default: 200000, --quick: 50000; front suite: 80000, --quick: 20000].
+    /// [default: 200000, --quick: 50000; front suite: 120000, --quick: 20000].
     #[arg(short = 'n', long)]
     pub requests: Option<u64>,
     /// Keys of the memory workload, 0 to skip [default: 1000000, --quick: 200000].
@@ -186,7 +186,7 @@ impl Plan {
         let requests = args.requests.unwrap_or(match (front, q) {
             (false, false) => 200_000,
             (false, true) => 50_000,
-            (true, false) => 80_000,
+            (true, false) => 120_000,
             (true, true) => 20_000,
         });
         let memory_keys = args
