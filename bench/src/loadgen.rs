@@ -71,6 +71,9 @@ pub struct LoadConfig {
     pub progress: bool,
     /// RNG seed (each worker derives its own stream).
     pub seed: u64,
+    /// Request budget per second over all connections (open-loop pacing); `None` = as fast
+    /// as possible. Each connection sends its batches on its own fixed schedule.
+    pub rate: Option<f64>,
 }
 
 impl Default for LoadConfig {
@@ -92,6 +95,7 @@ impl Default for LoadConfig {
             verify: true,
             progress: false,
             seed: 0x5107_6a7e,
+            rate: None,
         }
     }
 }
@@ -153,6 +157,9 @@ impl LoadReport {
             c.keyspace,
             c.dist.name()
         );
+        if let Some(r) = c.rate {
+            let _ = writeln!(s, "  paced at    {r:.0} req/s (open loop)");
+        }
         let _ = writeln!(
             s,
             "  throughput  {:.0} req/s  ({} ok of {} answered in {:.2} s)",
@@ -200,6 +207,7 @@ impl LoadReport {
             .str("dist", c.dist.name())
             .int("keys_per_call", u64::from(c.keys_per_call))
             .num("read_ratio", c.read_ratio)
+            .num("rate", c.rate.unwrap_or(0.0))
             .num("elapsed_s", self.elapsed.as_secs_f64())
             .int("requests", self.answered)
             .int("ok", self.ok)
@@ -253,6 +261,11 @@ pub async fn run(cfg: LoadConfig, stop: Arc<AtomicBool>) -> Result<LoadReport> {
     if cfg.requests.is_none() && cfg.duration.is_none() {
         bail!("give a request count or a duration");
     }
+    if let Some(r) = cfg.rate {
+        if !(r.is_finite() && r > 0.0) {
+            bail!("the request rate must be a positive number");
+        }
+    }
     let seed_host = host_of(&cfg.addr).to_string();
     let map = if cfg.cluster {
         Some(cluster::fetch_slot_map(&cfg.addr, &seed_host).await?)
@@ -291,6 +304,7 @@ pub async fn run(cfg: LoadConfig, stop: Arc<AtomicBool>) -> Result<LoadReport> {
             SmallRng::seed_from_u64(cfg.seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         );
         let w = Worker::new(
+            id,
             cfg.clone(),
             shared.clone(),
             stop.clone(),
@@ -524,6 +538,8 @@ struct WorkerResult {
 
 /// One load connection (or, in cluster mode, one connection per master).
 struct Worker {
+    /// Index among the run's workers (staggers paced schedules).
+    id: usize,
     cfg: Arc<LoadConfig>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
@@ -544,6 +560,7 @@ struct Worker {
 
 impl Worker {
     fn new(
+        id: usize,
         cfg: Arc<LoadConfig>,
         shared: Arc<Shared>,
         stop: Arc<AtomicBool>,
@@ -555,6 +572,7 @@ impl Worker {
         let pipeline = cfg.pipeline;
         let hard_deadline = Instant::now() + cfg.timeout;
         Worker {
+            id,
             cfg,
             shared,
             stop,
@@ -609,7 +627,26 @@ impl Worker {
         };
         let soft_end = end.unwrap_or(self.hard_deadline);
         let pipeline = self.cfg.pipeline as u64;
+        // Paced runs: this connection's share of the rate, one batch every `interval`, on an
+        // absolute schedule (timer lateness does not accumulate), staggered across workers.
+        let interval = self.cfg.rate.and_then(|r| {
+            Duration::try_from_secs_f64(pipeline as f64 * self.cfg.connections as f64 / r).ok()
+        });
+        let mut next_at = match interval {
+            Some(iv) => start + iv.mul_f64(self.id as f64 / self.cfg.connections as f64),
+            None => start,
+        };
         while !self.fatal && !self.stop.load(Ordering::Relaxed) && Instant::now() < soft_end {
+            if let Some(iv) = interval {
+                if next_at >= soft_end {
+                    break;
+                }
+                tokio::time::sleep_until(tokio::time::Instant::from_std(next_at)).await;
+                next_at += iv;
+                if self.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
             let n = self.shared.claim(pipeline);
             if n == 0 {
                 break;
@@ -897,7 +934,7 @@ pub async fn fill(
     for c in 0..conns {
         let (addr, value) = (addr.to_string(), value.clone());
         handles.push(tokio::spawn(async move {
-            tokio::time::timeout_at(deadline, fill_stride(&addr, c, conns, keys, &value))
+            tokio::time::timeout_at(deadline, fill_stride(&addr, c, conns, keys, &value, None))
                 .await
                 .map_err(|_| anyhow!("filling {addr} did not finish within {timeout:?}"))?
         }));
@@ -908,8 +945,51 @@ pub async fn fill(
     Ok(())
 }
 
-/// Fills keys `first, first + step, ...` below `keys`, 256 SETs per write.
-async fn fill_stride(addr: &str, first: u64, step: u64, keys: u64, value: &[u8]) -> Result<()> {
+/// Like [`fill`] for a cluster: reads `CLUSTER SLOTS` from `seed` and writes each key straight
+/// to its slot's master, `conns` connections per master.
+pub async fn fill_cluster(
+    seed: &str,
+    keys: u64,
+    value_size: usize,
+    conns: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let conns = conns.clamp(1, 64) as u64;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let map = Arc::new(cluster::fetch_slot_map(seed, host_of(seed)).await?);
+    let value = Arc::new(make_value(value_size, 1));
+    let mut handles = Vec::new();
+    for (node, addr) in map.addrs.iter().enumerate() {
+        // The seed sits at index 0 even when it serves no slot: nothing to write there then.
+        if !map.slots.iter().any(|&n| n as usize == node) {
+            continue;
+        }
+        for c in 0..conns {
+            let (addr, value, map) = (addr.clone(), value.clone(), map.clone());
+            let owner = Some((map, node as u32));
+            handles.push(tokio::spawn(async move {
+                tokio::time::timeout_at(deadline, fill_stride(&addr, c, conns, keys, &value, owner))
+                    .await
+                    .map_err(|_| anyhow!("filling {addr} did not finish within {timeout:?}"))?
+            }));
+        }
+    }
+    for h in handles {
+        h.await.map_err(|e| anyhow!("fill task failed: {e}"))??;
+    }
+    Ok(())
+}
+
+/// Fills keys `first, first + step, ...` below `keys`, 256 SETs per write; with `owner`
+/// `(map, node)`, only the keys whose slot `node` serves.
+async fn fill_stride(
+    addr: &str,
+    first: u64,
+    step: u64,
+    keys: u64,
+    value: &[u8],
+    owner: Option<(Arc<SlotMap>, u32)>,
+) -> Result<()> {
     const BATCH: u64 = 256;
     let mut stream = TcpStream::connect(addr)
         .await
@@ -923,9 +1003,17 @@ async fn fill_stride(addr: &str, first: u64, step: u64, keys: u64, value: &[u8])
         let mut sent = 0u64;
         while sent < BATCH && next < keys {
             let key = crate::keys::format_key(b"key:", next, None);
-            write_command(&mut wbuf, &[&b"SET"[..], key.as_bytes(), value]);
             next += step;
+            if let Some((map, node)) = &owner {
+                if map.slots[key_slot(key.as_bytes()) as usize] != *node {
+                    continue;
+                }
+            }
+            write_command(&mut wbuf, &[&b"SET"[..], key.as_bytes(), value]);
             sent += 1;
+        }
+        if sent == 0 {
+            continue;
         }
         stream.write_all(&wbuf).await?;
         let mut got = 0u64;

@@ -33,7 +33,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Start slotgate-node and redis-server on loopback and benchmark them side by side.
+    /// Benchmark side by side on loopback: slotgate-node vs redis-server (`--suite node`),
+    /// slotgate vs a direct cluster client vs twemproxy (`--suite front`), or both.
     Compare(CompareArgs),
 }
 
@@ -100,6 +101,10 @@ struct LoadArgs {
     /// RNG seed.
     #[arg(long, default_value_t = 0x5107_6a7e)]
     seed: u64,
+    /// Pace the load at this many requests per second in total (open loop, spread over the
+    /// connections) instead of as fast as possible.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 impl LoadArgs {
@@ -113,6 +118,9 @@ impl LoadArgs {
         };
         if !(0.0..=1.0).contains(&self.read_ratio) {
             bail!("--read-ratio must be within 0..1");
+        }
+        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            bail!("--rate must be a positive number of requests per second");
         }
         let duration = self.duration.map(|d| secs("duration", d)).transpose()?;
         let requests = match (self.requests, duration) {
@@ -138,6 +146,7 @@ impl LoadArgs {
             verify: !self.no_verify,
             progress: !self.quiet,
             seed: self.seed,
+            rate: self.rate,
         })
     }
 }

@@ -1,8 +1,8 @@
 //! End-to-end runs of the `slotgate-bench` binary against a real server on loopback.
 //!
 //! The server is slotgate-node when `SLOTGATE_NODE_BIN` or target/{release,debug}/slotgate-node
-//! exists and answers PING, else redis-server. With neither available the tests print why
-//! and pass, except under `CI=true`, where that is a failure. No timing assertions.
+//! exists and answers PING and SET, else redis-server. With neither available the tests print
+//! why and pass, except under `CI=true`, where that is a failure. No timing assertions.
 
 use slotgate_bench::compare::target::{free_port, wait_ready, ChildGuard};
 use std::path::{Path, PathBuf};
@@ -59,11 +59,25 @@ fn node_candidates() -> Vec<PathBuf> {
     c
 }
 
+/// True when the server at `port` answers a SET (a slotgate-node without the string
+/// commands answers PING but is no use to the generator).
+fn serves_strings(port: u16) -> bool {
+    slotgate_bench::compare::target::blocking_call(
+        &format!("127.0.0.1:{port}"),
+        &["SET", "slotgate-bench:probe", "1"],
+        std::time::Duration::from_secs(5),
+    )
+    .is_ok_and(|r| r.starts_with(b"+OK"))
+}
+
 /// slotgate-node if one works, else redis-server; `None` (or a panic under CI) otherwise.
 fn any_server() -> Option<Server> {
     for bin in node_candidates() {
         if let Some(s) = start(&bin, &[]) {
-            return Some(s);
+            if serves_strings(s.port) {
+                return Some(s);
+            }
+            eprintln!("{} does not serve SET yet; trying the next server", s.name);
         }
     }
     if let Some(s) = on_path("redis-server").and_then(|b| start(&b, &[])) {
@@ -246,4 +260,40 @@ fn compare_runs_against_redis_server() {
         "{md}"
     );
     assert!(md.contains("| redis-server | 5000 |"), "{md}");
+}
+
+#[test]
+fn paced_run_stays_within_its_rate() {
+    let Some(server) = any_server() else {
+        return;
+    };
+    let port = server.port.to_string();
+    // 2000 req/s over 4 connections for 1 s: each connection sends one request every 2 ms
+    // on a fixed schedule, so at most 2000 + 4 requests can be issued, however fast the
+    // server is (a bound, not a timing assertion).
+    let (success, json) = bench(&[
+        "-p",
+        &port,
+        "-c",
+        "4",
+        "-P",
+        "1",
+        "--duration",
+        "1",
+        "--rate",
+        "2000",
+        "-t",
+        "get",
+        "-r",
+        "1000",
+        "--json",
+        "-q",
+    ]);
+    assert!(success, "exit status: {json}");
+    assert_clean_run(&json);
+    let ok = json_int(&json, "ok").expect("ok field");
+    assert!(ok <= 2004, "paced run sent more than its budget: {json}");
+    assert!(json.contains("\"rate\":2000"), "{json}");
+    let (success, out) = bench(&["-p", &port, "--rate", "0", "-n", "10", "-q"]);
+    assert!(!success, "a zero rate must be refused: {out}");
 }

@@ -1,7 +1,13 @@
 //! The side-by-side runner (`slotgate-bench compare`): starts every target on loopback,
 //! runs the same workloads against each in interleaved rounds (A B A B ...) with both
-//! redis-benchmark and slotgate-bench, loads a memory dataset, and writes a Markdown report.
+//! redis-benchmark and slotgate-bench, and writes a Markdown report.
+//!
+//! Two suites: `node` (slotgate-node vs redis-server, standalone, plus a memory dataset) and
+//! `front` (module [`front`]: the slotgate proxy vs a direct cluster client vs twemproxy).
 
+pub mod cluster_fixture;
+pub mod front;
+pub mod front_report;
 pub mod procfs;
 pub mod redis_benchmark;
 pub mod report;
@@ -24,6 +30,17 @@ pub const BASELINE: &str = "redis-server";
 
 /// Longest single measurement run.
 const RUN_CAP: Duration = Duration::from_secs(120);
+
+/// Which comparison `--suite` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// slotgate-node vs redis-server, standalone (`--targets`).
+    Node,
+    /// Cluster fronts: slotgate proxy, direct cluster client, twemproxy (`--front-targets`).
+    Front,
+    /// `node`, then `front`.
+    All,
+}
 
 /// Kinds of target `--targets` can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -56,6 +73,9 @@ impl Tool {
 /// Options of `compare`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CompareArgs {
+    /// Which comparison to run.
+    #[arg(long, value_enum, default_value_t = Suite::Node)]
+    pub suite: Suite,
     /// slotgate-node binary [default: slotgate-node beside this executable].
     #[arg(long)]
     pub node_bin: Option<PathBuf>,
@@ -68,9 +88,39 @@ pub struct CompareArgs {
     /// redis-benchmark binary.
     #[arg(long, default_value = "redis-benchmark")]
     pub redis_benchmark: PathBuf,
-    /// Targets, in interleaving order.
+    /// Targets of the node suite, in interleaving order.
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["node", "redis"])]
     pub targets: Vec<TargetKind>,
+    /// Targets of the front suite, in interleaving order.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["slotgate", "direct", "twemproxy"])]
+    pub front_targets: Vec<front::FrontKind>,
+    /// Front suite: also run slotgate over a slotgate-node cluster (`--node-bin` started with
+    /// `--cluster-enabled yes`); skipped with a note when that cluster cannot be formed.
+    #[arg(long)]
+    pub with_node_cluster: bool,
+    /// slotgate proxy binary [default: slotgate beside this executable].
+    #[arg(long)]
+    pub proxy_bin: Option<PathBuf>,
+    /// Extra argument for the slotgate proxy (repeatable).
+    #[arg(long = "proxy-arg", allow_hyphen_values = true)]
+    pub proxy_args: Vec<String>,
+    /// twemproxy binary.
+    #[arg(long, default_value = "nutcracker")]
+    pub nutcracker_bin: PathBuf,
+    /// redis-cli binary (forms the clusters).
+    #[arg(long, default_value = "redis-cli")]
+    pub redis_cli: PathBuf,
+    /// Masters of each cluster the front suite creates.
+    #[arg(long, default_value_t = 3)]
+    pub masters: usize,
+    /// Front suite: idle client connections opened to each proxy for the memory check,
+    /// 0 to skip [default: 10000].
+    #[arg(long)]
+    pub idle_conns: Option<usize>,
+    /// Front suite: seconds per paced run of the half-load latency check, 0 to skip
+    /// [default: 3, --quick: 2].
+    #[arg(long)]
+    pub half_load_secs: Option<f64>,
     /// Load tools.
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["redis-benchmark", "slotgate-bench"])]
     pub tools: Vec<Tool>,
@@ -93,13 +143,14 @@ pub struct CompareArgs {
     #[arg(short = 'r', long, default_value_t = 100_000)]
     pub keyspace: u64,
     /// Requests per run at -P 1; deeper pipelines run min(P, 10) times as many
-    /// [default: 200000, --quick: 50000].
+    /// [default: 200000, --quick: 50000; front suite: 120000, --quick: 20000].
     #[arg(short = 'n', long)]
     pub requests: Option<u64>,
     /// Keys of the memory workload, 0 to skip [default: 1000000, --quick: 200000].
     #[arg(long)]
     pub memory_keys: Option<u64>,
-    /// Time budget for the whole comparison in seconds [default: 600, --quick: 90].
+    /// Time budget of each suite in seconds [default: 600, --quick: 90; front suite: 420,
+    /// --quick: 85].
     #[arg(long)]
     pub max_time: Option<f64>,
     /// About a minute: one round, fewer requests and keys.
@@ -113,31 +164,63 @@ pub struct CompareArgs {
     pub no_write: bool,
 }
 
-/// The resolved plan of a comparison.
-struct Plan {
-    args: CompareArgs,
-    rounds: usize,
-    requests: u64,
-    memory_keys: u64,
-    max_time: Duration,
+/// The resolved plan of one suite.
+pub(crate) struct Plan {
+    pub(crate) args: CompareArgs,
+    pub(crate) rounds: usize,
+    pub(crate) requests: u64,
+    pub(crate) memory_keys: u64,
+    pub(crate) max_time: Duration,
+    /// Idle connections of the front suite's memory check (0 = skip).
+    pub(crate) idle_conns: usize,
+    /// Length of each paced half-load run (zero = skip).
+    pub(crate) half_load: Duration,
 }
 
 impl Plan {
-    fn new(args: CompareArgs) -> Result<Plan> {
+    /// Resolves the defaults of `suite` (`Node` or `Front`).
+    pub(crate) fn new(args: CompareArgs, suite: Suite) -> Result<Plan> {
         let q = args.quick;
+        let front = suite == Suite::Front;
         let rounds = args.rounds.unwrap_or(if q { 1 } else { 3 });
-        let requests = args.requests.unwrap_or(if q { 50_000 } else { 200_000 });
+        let requests = args.requests.unwrap_or(match (front, q) {
+            (false, false) => 200_000,
+            (false, true) => 50_000,
+            (true, false) => 120_000,
+            (true, true) => 20_000,
+        });
         let memory_keys = args
             .memory_keys
             .unwrap_or(if q { 200_000 } else { 1_000_000 });
-        let secs = args.max_time.unwrap_or(if q { 90.0 } else { 600.0 });
+        let secs = args.max_time.unwrap_or(match (front, q) {
+            (false, false) => 600.0,
+            (false, true) => 90.0,
+            (true, false) => 420.0,
+            (true, true) => 85.0,
+        });
         if !(secs.is_finite() && secs > 0.0 && secs < 1e6) {
             bail!("--max-time must be a positive number of seconds");
+        }
+        let idle_conns = args.idle_conns.unwrap_or(10_000);
+        if idle_conns > 1_000_000 {
+            bail!("--idle-conns must be at most 1000000");
+        }
+        let half = args.half_load_secs.unwrap_or(if q { 2.0 } else { 3.0 });
+        if !(half.is_finite() && (0.0..=600.0).contains(&half)) {
+            bail!("--half-load-secs must be within 0..=600");
+        }
+        if front && !(1..=64).contains(&args.masters) {
+            bail!("--masters must be within 1..=64");
         }
         if rounds == 0 || rounds > 100 {
             bail!("--rounds must be within 1..=100");
         }
-        if args.targets.is_empty() || args.tools.is_empty() || args.tests.is_empty() {
+        let no_targets = if front {
+            args.front_targets.is_empty() && !args.with_node_cluster
+        } else {
+            args.targets.is_empty()
+        };
+        if no_targets || args.tools.is_empty() || args.tests.is_empty() {
             bail!("need at least one target, tool and test");
         }
         if args.pipelines.iter().any(|&p| p == 0 || p > 10_000) || args.pipelines.is_empty() {
@@ -152,11 +235,13 @@ impl Plan {
             requests,
             memory_keys,
             max_time: Duration::from_secs_f64(secs),
+            idle_conns,
+            half_load: Duration::from_secs_f64(half),
         })
     }
 
     /// Requests of one run at pipeline depth `p`.
-    fn requests_at(&self, p: usize) -> u64 {
+    pub(crate) fn requests_at(&self, p: usize) -> u64 {
         self.requests * p.clamp(1, 10) as u64
     }
 }
@@ -175,13 +260,14 @@ fn redis_benchmark_test(w: Workload) -> Option<&'static str> {
     }
 }
 
-fn default_node_bin() -> Result<PathBuf> {
+/// `name` beside this executable (or one directory up, for target/<profile>/deps).
+pub(crate) fn sibling_bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the current executable")?;
     let dir = exe
         .parent()
         .ok_or_else(|| anyhow!("executable has no parent directory"))?;
     // Integration-test and `cargo run` binaries may live in target/<profile>/deps.
-    let candidates = [dir.join("slotgate-node"), dir.join("../slotgate-node")];
+    let candidates = [dir.join(name), dir.join("..").join(name)];
     Ok(candidates
         .iter()
         .find(|p| p.is_file())
@@ -189,15 +275,20 @@ fn default_node_bin() -> Result<PathBuf> {
         .unwrap_or_else(|| candidates[0].clone()))
 }
 
+/// The slotgate-node binary: `--node-bin`, else beside this executable.
+pub(crate) fn node_bin(args: &CompareArgs) -> Result<PathBuf> {
+    match &args.node_bin {
+        Some(b) => Ok(b.clone()),
+        None => sibling_bin("slotgate-node"),
+    }
+}
+
 fn build_targets(args: &CompareArgs, log_dir: &std::path::Path) -> Result<Vec<Box<dyn Target>>> {
     let mut out: Vec<Box<dyn Target>> = Vec::new();
     for kind in &args.targets {
         match kind {
             TargetKind::Node => {
-                let bin = match &args.node_bin {
-                    Some(b) => b.clone(),
-                    None => default_node_bin()?,
-                };
+                let bin = node_bin(args)?;
                 if bin.components().count() > 1 && !bin.is_file() {
                     bail!(
                         "slotgate-node not found at {} (build it with `cargo build --release -p \
@@ -223,12 +314,18 @@ fn build_targets(args: &CompareArgs, log_dir: &std::path::Path) -> Result<Vec<Bo
     Ok(out)
 }
 
-/// Runs the comparison and writes the report.
+/// Runs the comparison (the suites `--suite` names) and writes the report.
 pub fn main(args: CompareArgs) -> Result<()> {
-    let command_line = report::shell_join(std::env::args());
-    let plan = Plan::new(args)?;
-    let started = Instant::now();
-    let deadline = started + plan.max_time;
+    let suites: &[Suite] = match args.suite {
+        Suite::Node => &[Suite::Node],
+        Suite::Front => &[Suite::Front],
+        Suite::All => &[Suite::Node, Suite::Front],
+    };
+    // Validate every suite's options before anything starts.
+    let plans = suites
+        .iter()
+        .map(|&s| Plan::new(args.clone(), s).map(|p| (s, p)))
+        .collect::<Result<Vec<_>>>()?;
     let machine = Machine::detect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(machine.cores.max(1))
@@ -244,6 +341,36 @@ pub fn main(args: CompareArgs) -> Result<()> {
             }
         });
     }
+    let mut first_err = None;
+    for (suite, plan) in plans {
+        check_stop(&stop)?;
+        let res = match suite {
+            Suite::Front => front::run(&plan, &rt, &stop, &machine),
+            _ => run_node_suite(&plan, &rt, &stop, &machine),
+        };
+        if let Err(e) = res {
+            // With `--suite all`, a failed suite does not prevent the other one.
+            eprintln!("{suite:?} suite failed: {e:#}");
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The node suite: slotgate-node vs redis-server, standalone.
+fn run_node_suite(
+    plan: &Plan,
+    rt: &tokio::runtime::Runtime,
+    stop: &Arc<AtomicBool>,
+    machine: &Machine,
+) -> Result<()> {
+    let command_line = report::shell_join(std::env::args());
+    let started = Instant::now();
+    let deadline = started + plan.max_time;
+    let machine = machine.clone();
     let log_dir = std::env::temp_dir().join(format!("slotgate-bench-{}", std::process::id()));
     // Targets are declared before anything can fail so that dropping them kills their processes.
     let mut targets = build_targets(&plan.args, &log_dir)?;
@@ -264,7 +391,7 @@ pub fn main(args: CompareArgs) -> Result<()> {
             .addr()
             .ok_or_else(|| anyhow!("{} has no address", t.name()))?;
         eprintln!("  {} ready at {addr} (pids {:?})", t.name(), t.pids());
-        if !t.is_cluster() {
+        if t.needs_preload() {
             eprintln!("  preloading {} keys", plan.args.keyspace);
             rt.block_on(loadgen::fill(
                 &addr,
@@ -277,13 +404,21 @@ pub fn main(args: CompareArgs) -> Result<()> {
         }
     }
 
-    run_throughput(&plan, &rt, &stop, deadline, &mut targets, &mut rep)?;
+    run_throughput(
+        plan,
+        rt,
+        stop,
+        deadline,
+        &mut targets,
+        &mut rep.samples,
+        &mut rep.notes,
+    )?;
     for t in targets.iter() {
         let hwm = procfs::sum_over(&t.pids(), |p| procfs::status_bytes(p, "VmHWM")).ok();
         rep.peak_rss.push((t.name().to_string(), hwm));
     }
     if plan.memory_keys > 0 {
-        run_memory(&plan, &rt, &stop, deadline, &mut targets, &mut rep)?;
+        run_memory(plan, rt, stop, deadline, &mut targets, &mut rep)?;
     }
     for t in targets.iter_mut() {
         t.stop();
@@ -305,7 +440,8 @@ pub fn main(args: CompareArgs) -> Result<()> {
     Ok(())
 }
 
-fn check_stop(stop: &AtomicBool) -> Result<()> {
+/// Fails with "interrupted" once Ctrl-C was seen.
+pub(crate) fn check_stop(stop: &AtomicBool) -> Result<()> {
     if stop.load(Ordering::Relaxed) {
         bail!("interrupted");
     }
@@ -313,13 +449,14 @@ fn check_stop(stop: &AtomicBool) -> Result<()> {
 }
 
 /// Interleaved rounds of every (tool, workload, pipeline) over all targets.
-fn run_throughput(
+pub(crate) fn run_throughput(
     plan: &Plan,
     rt: &tokio::runtime::Runtime,
     stop: &Arc<AtomicBool>,
     deadline: Instant,
     targets: &mut [Box<dyn Target>],
-    rep: &mut Report,
+    samples: &mut Vec<Sample>,
+    notes: &mut Vec<String>,
 ) -> Result<()> {
     let a = &plan.args;
     for round in 0..plan.rounds {
@@ -333,7 +470,7 @@ fn run_throughput(
                         check_stop(stop)?;
                         let left = deadline.saturating_duration_since(Instant::now());
                         if left < Duration::from_secs(2) {
-                            rep.notes.push(format!(
+                            notes.push(format!(
                                 "time budget ({:?}) exhausted in round {}: later runs skipped",
                                 plan.max_time,
                                 round + 1
@@ -359,11 +496,11 @@ fn run_throughput(
                                     s.cpu_per_mreq.unwrap_or(f64::NAN),
                                     s.errors
                                 );
-                                rep.samples.push(s);
+                                samples.push(s);
                             }
                             Err(e) => {
                                 eprintln!("  failed: {e:#}");
-                                rep.notes.push(format!(
+                                notes.push(format!(
                                     "{} {} -P {p} against {} (round {}) failed: {e:#}",
                                     tool.name(),
                                     w.name(),
@@ -397,7 +534,9 @@ fn measure(
         .addr()
         .ok_or_else(|| anyhow!("{} is not running", t.name()))?;
     let pids = t.pids();
+    let backend = t.backend_pids();
     let cpu0 = procfs::sum_over(&pids, procfs::cpu_ticks)?;
+    let bcpu0 = procfs::sum_over(&backend, procfs::cpu_ticks)?;
     let n = plan.requests_at(p);
     let mut s = Sample {
         target: 0,
@@ -409,6 +548,7 @@ fn measure(
         p50_us: None,
         p99_us: None,
         cpu_per_mreq: None,
+        backend_cpu_per_mreq: None,
         errors: 0,
         error_kinds: String::new(),
     };
@@ -469,9 +609,17 @@ fn measure(
         }
     };
     let cpu1 = procfs::sum_over(&pids, procfs::cpu_ticks)?;
+    let bcpu1 = procfs::sum_over(&backend, procfs::cpu_ticks)?;
     if requests > 0 {
-        let cpu_s = cpu1.saturating_sub(cpu0) as f64 / procfs::clock_ticks_per_sec();
-        s.cpu_per_mreq = Some(cpu_s / requests as f64 * 1e6);
+        let per_mreq = |t0: u64, t1: u64| {
+            t1.saturating_sub(t0) as f64 / procfs::clock_ticks_per_sec() / requests as f64 * 1e6
+        };
+        if !pids.is_empty() {
+            s.cpu_per_mreq = Some(per_mreq(cpu0, cpu1));
+        }
+        if !backend.is_empty() {
+            s.backend_cpu_per_mreq = Some(per_mreq(bcpu0, bcpu1));
+        }
     }
     Ok(s)
 }

@@ -53,6 +53,57 @@ pub fn sum_over(pids: &[u32], f: impl Fn(u32) -> Result<u64>) -> Result<u64> {
     pids.iter().map(|&p| f(p)).sum()
 }
 
+/// The soft "Max open files" limit of `pid` (`/proc/PID/limits`, what `ulimit -n` shows
+/// inside it); `None` when unreadable or unlimited.
+pub fn nofile_limit(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    parse_nofile(&limits)
+}
+
+/// Extracts the soft limit from the `Max open files` line of a limits file.
+pub fn parse_nofile(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to `want` (never above the hard limit; never
+/// lowers it). Children started afterwards inherit it. Returns the (soft, hard) limits now.
+pub fn raise_nofile(want: u64) -> (u64, u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return (0, 0);
+        }
+        let want = want as libc::rlim_t;
+        if r.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: want.min(r.rlim_max),
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                r = raised;
+            }
+        }
+    }
+    (r.rlim_cur, r.rlim_max)
+}
+
+/// The 1/5/15-minute load averages (`/proc/loadavg`), e.g. `1.52 0.98 0.61`.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 /// What the results were measured on.
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -97,6 +148,21 @@ mod tests {
         assert_eq!(parse_stat_cpu(line), Some(325));
         assert_eq!(parse_stat_cpu("garbage"), None);
         assert!(cpu_ticks(std::process::id()).is_ok());
+    }
+
+    #[test]
+    fn limits_file() {
+        let l = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                 Max processes             63455                63455                processes \n\
+                 Max open files            20000                524288               files     \n";
+        assert_eq!(parse_nofile(l), Some(20000));
+        assert_eq!(
+            parse_nofile("Max open files  unlimited unlimited files"),
+            None
+        );
+        assert!(nofile_limit(std::process::id()).is_some());
+        let (soft, hard) = raise_nofile(0);
+        assert!(soft > 0 && soft <= hard);
     }
 
     #[test]

@@ -29,8 +29,11 @@ pub struct Sample {
     pub p50_us: Option<f64>,
     /// 99th percentile latency (µs), when the tool reports it.
     pub p99_us: Option<f64>,
-    /// Server CPU seconds (user+system) per million requests.
+    /// CPU seconds (user+system) per million requests of the measured processes (the server,
+    /// or a front's proxy).
     pub cpu_per_mreq: Option<f64>,
+    /// CPU seconds per million requests of all backend servers behind a front.
+    pub backend_cpu_per_mreq: Option<f64>,
     /// Errors counted by the tool.
     pub errors: u64,
     /// Errors by kind, for the notes.
@@ -286,27 +289,29 @@ impl Report {
 
     /// Appends the report to `<dir>/<YYYY-MM-DD>.md`; returns the path.
     pub fn write(&self, dir: Option<PathBuf>) -> Result<PathBuf> {
-        let dir = dir.unwrap_or_else(default_results_dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(format!("{}.md", utc_date(self.started)));
-        let exists = path.exists();
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        if !exists {
-            writeln!(
-                f,
-                "# slotgate benchmark results, {}\n",
-                utc_date(self.started)
-            )?;
-        } else {
-            writeln!(f, "\n---\n")?;
-        }
-        f.write_all(self.render().as_bytes())?;
-        Ok(path)
+        append_results(dir, self.started, &self.render())
     }
+}
+
+/// Appends `text` to `<dir>/<YYYY-MM-DD>.md` (date of `started`, UTC; `dir` defaults to
+/// bench/results), with a title when the file is new and a rule otherwise; returns the path.
+pub fn append_results(dir: Option<PathBuf>, started: SystemTime, text: &str) -> Result<PathBuf> {
+    let dir = dir.unwrap_or_else(default_results_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{}.md", utc_date(started)));
+    let exists = path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if !exists {
+        writeln!(f, "# slotgate benchmark results, {}\n", utc_date(started))?;
+    } else {
+        writeln!(f, "\n---\n")?;
+    }
+    f.write_all(text.as_bytes())?;
+    Ok(path)
 }
 
 /// `bench/results` of this crate's source tree when it exists, else `./results`.
@@ -319,11 +324,13 @@ fn default_results_dir() -> PathBuf {
     }
 }
 
-fn mib(b: u64) -> f64 {
+/// Bytes → MiB.
+pub fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-fn opt(v: Option<f64>, decimals: usize) -> String {
+/// `v` with `decimals` decimals, or `–` when missing or not finite.
+pub fn opt(v: Option<f64>, decimals: usize) -> String {
     v.filter(|x| x.is_finite())
         .map_or_else(|| "–".to_string(), |x| format!("{x:.decimals$}"))
 }

@@ -1,9 +1,9 @@
 //! Benchmark targets: what `compare` starts, measures and stops.
 //!
 //! A [`Target`] owns its processes through [`ChildGuard`]s, which kill them on drop, so every
-//! exit path (error, panic, Ctrl-C) ends what was started. New target kinds (slotgate proxy
-//! over a cluster, twemproxy over standalone servers, a cluster for the direct client) only
-//! implement the trait.
+//! exit path (error, panic, Ctrl-C) ends what was started. The front suite's targets (slotgate
+//! proxy over a cluster, twemproxy over standalone servers, a direct cluster client) live in
+//! [`super::front`] and implement the same trait.
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::BytesMut;
@@ -33,8 +33,18 @@ pub trait Target {
     fn is_cluster(&self) -> bool {
         false
     }
-    /// The server processes whose CPU and memory are measured.
+    /// The processes whose CPU and memory are measured: the server, or the proxy of a
+    /// front (empty for a direct cluster client, which has no process in between).
     fn pids(&self) -> Vec<u32>;
+    /// The backend servers behind a front (their CPU is reported separately).
+    fn backend_pids(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    /// True when the runner must write the keyspace through `addr()` before measuring
+    /// (false when it is filled some other way, e.g. a shared cluster filled once).
+    fn needs_preload(&self) -> bool {
+        !self.is_cluster()
+    }
     /// Stops every process (also done on drop).
     fn stop(&mut self);
 }
