@@ -81,10 +81,17 @@ pub struct ClientState {
     pub tx: crate::session::Tx,
     /// Node that took this client's last write (WAIT goes there).
     pub last_write: Option<Arc<str>>,
+    /// The router (slot map and backend pools) of the worker thread serving this client.
+    pub router: Arc<crate::router::Router>,
 }
 
 /// Serves one client until it disconnects.
-pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr) {
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    router: Arc<crate::router::Router>,
+    sock: TcpStream,
+    peer: SocketAddr,
+) {
     let id = proxy.next_client_id();
     let info = Arc::new(ClientInfo {
         id,
@@ -106,6 +113,7 @@ pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr) {
         info: info.clone(),
         tx: crate::session::Tx::default(),
         last_write: None,
+        router,
     };
     let _ = run(&proxy, &mut st, sock).await;
     proxy.clients.lock().remove(&id);
@@ -113,10 +121,10 @@ pub async fn serve(proxy: Arc<Proxy>, sock: TcpStream, peer: SocketAddr) {
 }
 
 async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::io::Result<()> {
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
-    let mut out = BytesMut::with_capacity(16 * 1024);
-    let mut enc = BytesMut::with_capacity(16 * 1024);
-    let mut args: Vec<Bytes> = Vec::with_capacity(8);
+    let mut rbuf = BytesMut::new();
+    let mut out = BytesMut::new();
+    let mut enc = BytesMut::new();
+    let mut args: Vec<Bytes> = Vec::new();
     let mut parser = RequestParser::new();
     type Args = smallvec::SmallVec<[Bytes; 4]>;
     let mut batch: Vec<(Pending, &'static str, Instant, Args, Option<u16>)> =
@@ -221,7 +229,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
                 cm.record(name, reply.first() != Some(&b'-'), elapsed);
                 if slowlog_on && name != "slowlog" {
                     let node = slot
-                        .and_then(|s| proxy.router.map().master_of(s).map(|a| a.to_string()))
+                        .and_then(|s| st.router.map().master_of(s).map(|a| a.to_string()))
                         .unwrap_or_default();
                     let cname = st
                         .info

@@ -29,9 +29,12 @@ pub struct Cli {
     /// ACL user for the cluster nodes.
     #[arg(long)]
     pub backend_user: Option<String>,
-    /// Multiplexed connections per cluster node.
-    #[arg(long, default_value_t = 2)]
+    /// Multiplexed connections per cluster node, per worker thread.
+    #[arg(long, default_value_t = 1)]
     pub conns_per_node: usize,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Backend connect timeout in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub connect_timeout_ms: u64,

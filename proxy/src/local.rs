@@ -542,11 +542,11 @@ pub enum Job {
     Info(Vec<Bytes>),
 }
 
-async fn to_master(proxy: &Proxy, client: &ClientState, addr: &Arc<str>, data: Bytes) -> Bytes {
+async fn to_master(_proxy: &Proxy, client: &ClientState, addr: &Arc<str>, data: Bytes) -> Bytes {
     let pool = if client.resp3 {
-        proxy.router.pool3(addr)
+        client.router.pool3(addr)
     } else {
-        proxy.router.pool(addr)
+        client.router.pool(addr)
     };
     match pool.send(client.id, data, 1).await {
         Ok(Ok(r)) => r,
@@ -555,14 +555,14 @@ async fn to_master(proxy: &Proxy, client: &ClientState, addr: &Arc<str>, data: B
     }
 }
 
-async fn all_masters(proxy: &Proxy, client: &ClientState, data: &Bytes) -> Vec<Bytes> {
-    let masters = sorted_masters(proxy);
+async fn all_masters(_proxy: &Proxy, client: &ClientState, data: &Bytes) -> Vec<Bytes> {
+    let masters = sorted_masters(client);
     let mut rxs = Vec::new();
     for m in &masters {
         let pool = if client.resp3 {
-            proxy.router.pool3(m)
+            client.router.pool3(m)
         } else {
-            proxy.router.pool(m)
+            client.router.pool(m)
         };
         rxs.push(pool.send(client.id, data.clone(), 1));
     }
@@ -577,8 +577,8 @@ async fn all_masters(proxy: &Proxy, client: &ClientState, data: &Bytes) -> Vec<B
     out
 }
 
-fn sorted_masters(proxy: &Proxy) -> Vec<Arc<str>> {
-    let mut m = proxy.router.map().masters();
+fn sorted_masters(client: &ClientState) -> Vec<Arc<str>> {
+    let mut m = client.router.map().masters();
     m.sort();
     m
 }
@@ -652,7 +652,7 @@ impl Job {
                 )
             }
             Job::AnyMaster(data) => {
-                let masters = sorted_masters(proxy);
+                let masters = sorted_masters(client);
                 if masters.is_empty() {
                     return error_reply("CLUSTERDOWN The cluster is down");
                 }
@@ -661,7 +661,7 @@ impl Job {
             }
             Job::ToNode(node, data) => to_master(proxy, client, &node, data).await,
             Job::RandomKey => {
-                let masters = sorted_masters(proxy);
+                let masters = sorted_masters(client);
                 let start = rand::random::<usize>() % masters.len().max(1);
                 for k in 0..masters.len() {
                     let m = &masters[(start + k) % masters.len()];
@@ -695,7 +695,7 @@ async fn scan(proxy: &Proxy, client: &ClientState, mut args: Vec<Bytes>) -> Byte
     else {
         return error_reply("ERR invalid cursor");
     };
-    let masters = sorted_masters(proxy);
+    let masters = sorted_masters(client);
     if masters.is_empty() {
         return error_reply("CLUSTERDOWN The cluster is down");
     }
@@ -771,7 +771,7 @@ async fn info(proxy: &Proxy, client: &ClientState, args: Vec<Bytes>) -> Bytes {
         );
     }
     if want("cluster") {
-        let map = proxy.router.map();
+        let map = client.router.map();
         let _ = write!(
             t,
             "# Cluster\r\ncluster_enabled:0\r\nbackend_masters:{}\r\nslots_covered:{}\r\nslot_map_version:{}\r\n\r\n",

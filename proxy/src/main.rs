@@ -54,8 +54,10 @@ async fn run(cli: config::Cli) -> i32 {
         eprintln!("slotgate: no cluster to front: give at least one --seed HOST:PORT");
         return 2;
     }
-    let listener = match tokio::net::TcpListener::bind(cli.listen).await {
-        Ok(l) => l,
+    // Check the address with a plain bind first (SO_REUSEPORT would silently share a port
+    // with another slotgate), then every worker binds its own SO_REUSEPORT listener.
+    let listen = match std::net::TcpListener::bind(cli.listen) {
+        Ok(l) => l.local_addr().unwrap_or(cli.listen),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             eprintln!(
                 "slotgate: {} is already in use (is a redis-server running there?). Pick another address with --listen 127.0.0.1:PORT",
@@ -68,7 +70,6 @@ async fn run(cli: config::Cli) -> i32 {
             return 1;
         }
     };
-    let listen = listener.local_addr().unwrap_or(cli.listen);
     if let Some(addr) = cli.metrics {
         if let Err(e) = metrics::install(addr) {
             eprintln!("slotgate: cannot serve metrics on {addr}: {e}");
@@ -87,12 +88,13 @@ async fn run(cli: config::Cli) -> i32 {
         readonly: false,
         resp3: false,
     };
-    let router = router::Router::new(router::RouterConfig {
+    let router_cfg = router::RouterConfig {
         seeds: cli.seeds.clone(),
         pool: pool_cfg,
         min_refresh_interval: Duration::from_millis(cli.min_refresh_interval_ms),
         refresh_period: Duration::from_secs(cli.refresh_interval_secs),
-    });
+    };
+    let router = router::Router::new(router_cfg.clone());
     // Discover the cluster before serving (keep trying for a while; then serve anyway and let
     // the background refresh find it).
     let mut tries = 0;
@@ -112,15 +114,75 @@ async fn run(cli: config::Cli) -> i32 {
             }
         }
     }
-    tokio::spawn(router.clone().refresh_loop());
-    if cli.metrics.is_some() {
-        tokio::spawn(metrics::publish_loop(router.clone()));
-    }
     let cfg = cli.proxy_config(listen);
-    let p = Arc::new(proxy::Proxy::new(cfg, router.clone()));
+    let p = Arc::new(proxy::Proxy::new(cfg));
+    // One worker per core, each a single-threaded runtime with its own router and backend
+    // pools (as Envoy's workers): a request never changes thread on its way to the backend.
+    let workers = cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let mut routers = Vec::new();
+    for i in 0..workers.max(1) {
+        let r = if i == 0 {
+            router.clone()
+        } else {
+            let r = router::Router::new(router_cfg.clone());
+            r.install_map((**router.map()).clone());
+            r
+        };
+        routers.push(r.clone());
+        let p2 = p.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let spawned = std::thread::Builder::new()
+            .name(format!("slotgate-w{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let l = match reuseport_listener(listen) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    tokio::spawn(r.clone().refresh_loop());
+                    proxy::serve(p2, r, l).await;
+                });
+            });
+        if let Err(e) = spawned {
+            eprintln!("slotgate: cannot start worker thread: {e}");
+            return 1;
+        }
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("slotgate: cannot listen on {listen}: {e}");
+                return 1;
+            }
+            Err(_) => {
+                eprintln!("slotgate: worker thread {i} failed to start");
+                return 1;
+            }
+        }
+    }
+    if cli.metrics.is_some() {
+        tokio::spawn(metrics::publish_loop(routers.clone()));
+    }
     let map = router.map();
     tracing::info!(
-        "slotgate ready on {listen}: {} masters, {} slots covered{}",
+        "slotgate ready on {listen} ({workers} workers): {} masters, {} slots covered{}",
         map.masters().len(),
         map.covered(),
         cli.metrics
@@ -128,9 +190,7 @@ async fn run(cli: config::Cli) -> i32 {
             .unwrap_or_default()
     );
     println!("Ready to accept connections on {listen}");
-    let server = tokio::spawn(proxy::serve(p.clone(), listener));
     wait_for_shutdown(&p, listen).await;
-    server.abort();
     // Drain: clients finish the requests they have in flight, idle ones are closed.
     p.draining.store(true, std::sync::atomic::Ordering::Relaxed);
     for c in p.clients.lock().values() {
@@ -171,4 +231,18 @@ async fn wait_for_shutdown(p: &Arc<proxy::Proxy>, listen: std::net::SocketAddr) 
         }
     }
     tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// A listener on `addr` with SO_REUSEPORT, so every worker accepts on the same port and the
+/// kernel spreads connections over them.
+fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.set_reuseport(true)?;
+    sock.bind(addr)?;
+    sock.listen(1024)
 }

@@ -169,7 +169,10 @@ pub fn client_rejected() {
 }
 
 /// Periodically publishes router state as gauges.
-pub async fn publish_loop(router: Arc<Router>) {
+pub async fn publish_loop(routers: Vec<Arc<Router>>) {
+    let Some(router) = routers.first().cloned() else {
+        return;
+    };
     let mut last_ok = 0u64;
     let mut last_failed = 0u64;
     let mut first = true;
@@ -200,11 +203,17 @@ pub async fn publish_loop(router: Arc<Router>) {
             gauge!("slotgate_slotmap_last_success_age_seconds")
                 .set(now.saturating_sub(last) as f64 / 1000.0);
         }
-        for p in router.pools() {
-            let node = p.addr.to_string();
-            gauge!("slotgate_backend_connections", "node" => node.clone())
-                .set(p.stats.connected.load(Ordering::Relaxed) as f64);
-            gauge!("slotgate_backend_up", "node" => node).set(if p.is_up() { 1.0 } else { 0.0 });
+        let mut per_node: std::collections::BTreeMap<String, (u64, bool)> = Default::default();
+        for r in &routers {
+            for p in r.pools() {
+                let e = per_node.entry(p.addr.to_string()).or_insert((0, true));
+                e.0 += p.stats.connected.load(Ordering::Relaxed);
+                e.1 &= p.is_up();
+            }
+        }
+        for (node, (conns, up)) in per_node {
+            gauge!("slotgate_backend_connections", "node" => node.clone()).set(conns as f64);
+            gauge!("slotgate_backend_up", "node" => node).set(if up { 1.0 } else { 0.0 });
         }
     }
 }

@@ -93,8 +93,6 @@ pub struct Proxy {
     slowlog_next: AtomicU64,
     /// Set when shutting down: stop reading new requests.
     pub draining: std::sync::atomic::AtomicBool,
-    /// Slot map and backend pools.
-    pub router: Arc<Router>,
     /// Proxy identity (CLUSTER MYID and friends).
     pub id: String,
     /// Connected clients.
@@ -112,7 +110,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// New shared state.
-    pub fn new(cfg: ProxyConfig, router: Arc<Router>) -> Proxy {
+    pub fn new(cfg: ProxyConfig) -> Proxy {
         use rand::Rng;
         let mut rng = rand::thread_rng();
         let id = (0..40)
@@ -123,7 +121,6 @@ impl Proxy {
             slowlog: Mutex::new(std::collections::VecDeque::new()),
             slowlog_next: AtomicU64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
-            router,
             id,
             clients: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
@@ -191,7 +188,7 @@ impl Proxy {
 }
 
 /// Accepts clients until the process ends.
-pub async fn serve(proxy: Arc<Proxy>, listener: tokio::net::TcpListener) {
+pub async fn serve(proxy: Arc<Proxy>, router: Arc<Router>, listener: tokio::net::TcpListener) {
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
@@ -214,7 +211,8 @@ pub async fn serve(proxy: Arc<Proxy>, listener: tokio::net::TcpListener) {
                 let _ = sock.set_nodelay(true);
                 proxy.connections.fetch_add(1, Ordering::Relaxed);
                 let p = proxy.clone();
-                tokio::spawn(async move { crate::client::serve(p, sock, peer).await });
+                let r = router.clone();
+                tokio::spawn(async move { crate::client::serve(p, r, sock, peer).await });
             }
             Err(e) => {
                 tracing::warn!("accept: {e}");

@@ -82,6 +82,11 @@ impl Router {
         &self.cfg.pool
     }
 
+    /// Installs a map obtained elsewhere (another worker's discovery).
+    pub fn install_map(&self, map: SlotMap) {
+        self.map.store(Arc::new(map));
+    }
+
     /// The current map.
     pub fn map(&self) -> arc_swap::Guard<Arc<SlotMap>> {
         self.map.load()

@@ -25,8 +25,12 @@ pub struct Dedicated {
 
 impl Dedicated {
     /// Connects (with the backend credentials and protocol of the client) to `addr`.
-    pub async fn open(proxy: &Proxy, addr: Arc<str>, resp3: bool) -> Result<Dedicated, String> {
-        let cfg = &proxy.router.pool_config();
+    pub async fn open(
+        router: &crate::router::Router,
+        addr: Arc<str>,
+        resp3: bool,
+    ) -> Result<Dedicated, String> {
+        let cfg = router.pool_config();
         let mut s = dial(&addr, cfg.connect_timeout)
             .await
             .map_err(|e| e.to_string())?;
@@ -129,10 +133,10 @@ pub enum TxOp {
     Discard,
 }
 
-fn clean_error(reply: Bytes, proxy: &Proxy) -> Bytes {
+fn clean_error(reply: Bytes, router: &crate::router::Router) -> Bytes {
     if let Some(t) = error_text(&reply) {
         if let Some((_, slot, _)) = parse_redirect(t) {
-            proxy.router.schedule_refresh(None);
+            router.schedule_refresh(None);
             return error_reply(&format!(
                 "ERR slotgate: slot {slot} moved during the transaction; retry the transaction"
             ));
@@ -141,11 +145,11 @@ fn clean_error(reply: Bytes, proxy: &Proxy) -> Bytes {
     reply
 }
 
-async fn ensure_conn(proxy: &Proxy, st: &mut ClientState, slot: Option<u16>) -> Result<(), Bytes> {
+async fn ensure_conn(_proxy: &Proxy, st: &mut ClientState, slot: Option<u16>) -> Result<(), Bytes> {
     if st.tx.conn.is_some() {
         return Ok(());
     }
-    let map = proxy.router.map();
+    let map = st.router.map();
     let addr = match slot {
         Some(s) => map.master_of(s).cloned(),
         None => {
@@ -157,7 +161,7 @@ async fn ensure_conn(proxy: &Proxy, st: &mut ClientState, slot: Option<u16>) -> 
     let Some(addr) = addr else {
         return Err(error_reply("CLUSTERDOWN Hash slot not served"));
     };
-    let c = Dedicated::open(proxy, addr, st.resp3)
+    let c = Dedicated::open(&st.router, addr, st.resp3)
         .await
         .map_err(|e| error_reply(&format!("ERR slotgate: {e}")))?;
     st.tx.conn = Some(c);
@@ -206,7 +210,7 @@ pub async fn run_tx(op: TxOp, proxy: &Proxy, st: &mut ClientState) -> Bytes {
                 return lost(std::io::ErrorKind::NotConnected.into());
             };
             match conn.call(&data, 1).await {
-                Ok(mut r) => clean_error(r.pop().unwrap_or_default(), proxy),
+                Ok(mut r) => clean_error(r.pop().unwrap_or_default(), &st.router),
                 Err(e) => {
                     end_tx(st);
                     lost(e)
@@ -244,7 +248,7 @@ pub async fn run_tx(op: TxOp, proxy: &Proxy, st: &mut ClientState) -> Bytes {
                     if reply.first() == Some(&b'-') {
                         st.tx.aborted = true;
                     }
-                    clean_error(reply, proxy)
+                    clean_error(reply, &st.router)
                 }
                 Err(e) => {
                     st.tx.aborted = true;
@@ -291,21 +295,21 @@ pub async fn run_tx(op: TxOp, proxy: &Proxy, st: &mut ClientState) -> Bytes {
 }
 
 /// Runs a blocking command on its own connection to the slot's master, following MOVED/ASK.
-pub async fn run_blocking(proxy: &Proxy, st: &ClientState, slot: u16, data: Bytes) -> Bytes {
+pub async fn run_blocking(_proxy: &Proxy, st: &ClientState, slot: u16, data: Bytes) -> Bytes {
     let mut target: Option<Arc<str>> = None;
     let mut asking = false;
     for _ in 0..crate::redirect::MAX_REDIRECTS {
         let addr = match target.take() {
             Some(a) => a,
-            None => match proxy.router.map().master_of(slot) {
+            None => match st.router.map().master_of(slot) {
                 Some(a) => a.clone(),
                 None => return error_reply("CLUSTERDOWN Hash slot not served"),
             },
         };
-        let mut conn = match Dedicated::open(proxy, addr, st.resp3).await {
+        let mut conn = match Dedicated::open(&st.router, addr, st.resp3).await {
             Ok(c) => c,
             Err(e) => {
-                proxy.router.schedule_refresh(None);
+                st.router.schedule_refresh(None);
                 return error_reply(&format!("ERR slotgate: {e}"));
             }
         };
@@ -327,7 +331,7 @@ pub async fn run_blocking(proxy: &Proxy, st: &ClientState, slot: u16, data: Byte
         match error_text(&reply).and_then(parse_redirect) {
             Some((ask, s, to)) => {
                 if !ask {
-                    proxy.router.moved(s, &to);
+                    st.router.moved(s, &to);
                 }
                 asking = ask;
                 target = Some(Arc::from(to.as_str()));
@@ -361,13 +365,17 @@ fn frame_items(raw: &Bytes) -> Vec<Bytes> {
     }
 }
 
-async fn open_any(proxy: &Proxy, resp3: bool, avoid: Option<&str>) -> Result<Dedicated, String> {
-    let mut masters = proxy.router.map().masters();
+async fn open_any(
+    router: &crate::router::Router,
+    resp3: bool,
+    avoid: Option<&str>,
+) -> Result<Dedicated, String> {
+    let mut masters = router.map().masters();
     masters.sort();
     masters.sort_by_key(|m| Some(&**m) == avoid);
     let mut last = "no masters known".to_string();
     for m in masters {
-        match Dedicated::open(proxy, m, resp3).await {
+        match Dedicated::open(router, m, resp3).await {
             Ok(c) => return Ok(c),
             Err(e) => last = e,
         }
@@ -378,14 +386,14 @@ async fn open_any(proxy: &Proxy, resp3: bool, avoid: Option<&str>) -> Result<Ded
 /// Serves a client in pub/sub mode: `first` is the (P)SUBSCRIBE that started it. Returns when
 /// the client has unsubscribed from everything (back to normal mode) or is gone (Err).
 pub async fn pubsub(
-    proxy: &Proxy,
+    _proxy: &Proxy,
     st: &mut ClientState,
     sock: &mut TcpStream,
     rbuf: &mut BytesMut,
     first: Vec<Bytes>,
 ) -> std::io::Result<()> {
     let mut subs = Subs::default();
-    let mut conn = match open_any(proxy, st.resp3, None).await {
+    let mut conn = match open_any(&st.router, st.resp3, None).await {
         Ok(c) => c,
         Err(e) => {
             sock.write_all(&error_reply(&format!("ERR slotgate: {e}")))
@@ -465,12 +473,12 @@ pub async fn pubsub(
                         // The node went away: re-subscribe on another one; the client stays.
                         crate::metrics::error("pubsub_resubscribe");
                         let failed = conn.addr.clone();
-                        proxy.router.schedule_refresh(None);
+                        st.router.schedule_refresh(None);
                         let mut tries = 0;
                         conn = loop {
                             tries += 1;
                             tokio::time::sleep(Duration::from_millis(200)).await;
-                            if let Ok(c) = open_any(proxy, st.resp3, Some(&failed)).await {
+                            if let Ok(c) = open_any(&st.router, st.resp3, Some(&failed)).await {
                                 break c;
                             }
                             if tries > 150 {

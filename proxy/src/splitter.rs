@@ -92,13 +92,13 @@ pub fn encode(enc: &mut BytesMut, args: &[impl AsRef<[u8]>]) -> Bytes {
     enc.split().freeze()
 }
 
-fn send_part(proxy: &Proxy, client: &ClientState, slot: u16, data: Bytes) -> Option<Rx> {
-    let map = proxy.router.map();
+fn send_part(_proxy: &Proxy, client: &ClientState, slot: u16, data: Bytes) -> Option<Rx> {
+    let map = client.router.map();
     let addr = map.master_of(slot)?;
     let pool = if client.resp3 {
-        proxy.router.pool3(addr)
+        client.router.pool3(addr)
     } else {
-        proxy.router.pool(addr)
+        client.router.pool(addr)
     };
     Some(pool.send(client.id, data, 1))
 }
@@ -155,7 +155,7 @@ pub fn dispatch(
     if same {
         let data = encode(enc, args);
         if spec.has_flag(flags::WRITE) {
-            let map = proxy.router.map();
+            let map = client.router.map();
             if let Some(a) = map.master_of(first) {
                 if client.last_write.as_ref() != Some(a) {
                     client.last_write = Some(a.clone());
@@ -175,7 +175,7 @@ pub fn dispatch(
                 rx,
             },
             None => {
-                proxy.router.schedule_refresh(None);
+                client.router.schedule_refresh(None);
                 Pending::Single {
                     slot: first,
                     data,
@@ -296,8 +296,8 @@ fn transaction(
 }
 
 /// Sends a read-only command to a healthy replica of the slot's shard (`--read-from`).
-fn replica_read(proxy: &Proxy, client: &ClientState, slot: u16, data: Bytes) -> Option<Pending> {
-    let map = proxy.router.map();
+fn replica_read(_proxy: &Proxy, client: &ClientState, slot: u16, data: Bytes) -> Option<Pending> {
+    let map = client.router.map();
     let shard = map.shards.get(*map.slots.get(slot as usize)? as usize)?;
     if shard.replicas.is_empty() {
         return None;
@@ -305,7 +305,7 @@ fn replica_read(proxy: &Proxy, client: &ClientState, slot: u16, data: Bytes) -> 
     let start = (client.id as usize) % shard.replicas.len();
     for k in 0..shard.replicas.len() {
         let addr = &shard.replicas[(start + k) % shard.replicas.len()];
-        let pool = proxy.router.replica_pool(addr, client.resp3);
+        let pool = client.router.replica_pool(addr, client.resp3);
         if pool.is_up() {
             let rx = pool.send(client.id, data.clone(), 1);
             return Some(Pending::Single { slot, data, rx });
@@ -396,7 +396,7 @@ async fn resolve_one(
                         ask = Some(std::sync::Arc::from(target.as_str()));
                     } else {
                         crate::metrics::redirect("moved");
-                        proxy.router.moved(rslot, &target);
+                        client.router.moved(rslot, &target);
                     }
                 }
             }
@@ -410,7 +410,7 @@ async fn resolve_one(
         }
     }
     redirect::execute(
-        &proxy.router,
+        &client.router,
         client.id,
         slot,
         data,
