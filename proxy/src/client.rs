@@ -133,6 +133,8 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
     let mut cm = crate::metrics::CommandMetrics::default();
     loop {
         // Read more input (or time out when idle, or stop when killed).
+        // Buffers are released between batches (below) so idle clients hold no buffer memory.
+        rbuf.reserve(4096);
         let read = sock.read_buf(&mut rbuf);
         let n = tokio::select! {
             r = read => r?,
@@ -253,7 +255,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
             if let Some(args) = subscribe {
                 sock.write_all(&out).await?;
                 out.clear();
-                if crate::session::pubsub(proxy, st, &mut sock, &mut rbuf, args)
+                if Box::pin(crate::session::pubsub(proxy, st, &mut sock, &mut rbuf, args))
                     .await
                     .is_err()
                 {
@@ -278,6 +280,10 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
             }
         }
         cm.bytes(n as u64, 0);
-        rbuf.reserve(16 * 1024);
+        if rbuf.is_empty() {
+            rbuf = BytesMut::new();
+        }
+        out = BytesMut::new();
+        enc = BytesMut::new();
     }
 }

@@ -409,7 +409,8 @@ async fn resolve_one(
             _ => {}
         }
     }
-    redirect::execute(
+    // The slow path (redirects, retries) is boxed: the common case keeps a small future.
+    Box::pin(redirect::execute(
         &client.router,
         client.id,
         slot,
@@ -417,7 +418,7 @@ async fn resolve_one(
         client.resp3,
         deadline,
         ask,
-    )
+    ))
     .await
 }
 
@@ -443,9 +444,10 @@ impl Pending {
     pub async fn resolve(self, proxy: &Proxy, client: &mut ClientState) -> Bytes {
         match self {
             Pending::Ready(b) | Pending::Close(b) => b,
-            Pending::Tx(op) => crate::session::run_tx(op, proxy, client).await,
+            // Rare, large futures are boxed so the per-client task stays small.
+            Pending::Tx(op) => Box::pin(crate::session::run_tx(op, proxy, client)).await,
             Pending::Blocking { slot, data } => {
-                crate::session::run_blocking(proxy, client, slot, data).await
+                Box::pin(crate::session::run_blocking(proxy, client, slot, data)).await
             }
             Pending::Subscribe(_) => {
                 error_reply("ERR slotgate: internal: subscribe outside the client loop")
@@ -453,67 +455,70 @@ impl Pending {
             Pending::Single { slot, data, rx } => {
                 resolve_one(proxy, client, slot, data, Some(rx)).await
             }
-            Pending::Local(job) => job.run(proxy, client).await,
+            Pending::Local(job) => Box::pin(job.run(proxy, client)).await,
             Pending::Split {
                 merge,
                 parts,
                 nkeys,
-            } => {
-                let mut replies = Vec::with_capacity(parts.len());
-                for p in parts {
-                    let r = resolve_one(proxy, client, p.slot, p.data, p.rx).await;
-                    replies.push((p.keys, r));
-                }
-                // Any error fails the whole request: never a partial answer.
-                if let Some((_, e)) = replies.iter().find(|(_, r)| r.first() == Some(&b'-')) {
-                    return e.clone();
-                }
-                match merge {
-                    Merge::AllOk => Bytes::from_static(b"+OK\r\n"),
-                    Merge::Sum => {
-                        let mut total = 0i64;
-                        for (_, r) in &replies {
-                            let t = r.strip_prefix(b":").and_then(|x| x.strip_suffix(b"\r\n"));
-                            match t.and_then(slotgate_protocol::resp::parse_i64) {
-                                Some(n) => total += n,
-                                None => {
-                                    return error_reply("ERR slotgate: unexpected backend reply")
-                                }
-                            }
-                        }
-                        let mut b = BytesMut::new();
-                        slotgate_protocol::resp::write_integer(&mut b, total);
-                        b.freeze()
-                    }
-                    Merge::Values => {
-                        let mut slots: Vec<Option<Bytes>> = vec![None; nkeys];
-                        for (keys, r) in &replies {
-                            let Some(items) = array_items(r) else {
-                                return error_reply("ERR slotgate: unexpected backend reply");
-                            };
-                            if items.len() != keys.len() {
-                                return error_reply("ERR slotgate: unexpected backend reply");
-                            }
-                            for (k, item) in keys.iter().zip(items) {
-                                slots[*k] = Some(item);
-                            }
-                        }
-                        let mut b = BytesMut::new();
-                        slotgate_protocol::resp::write_array_len(&mut b, nkeys);
-                        for s in slots {
-                            match s {
-                                Some(item) => b.extend_from_slice(&item),
-                                None => {
-                                    return error_reply(
-                                        "ERR slotgate: missing value in merged reply",
-                                    )
-                                }
-                            }
-                        }
-                        b.freeze()
-                    }
+            } => Box::pin(resolve_split(proxy, client, merge, parts, nkeys)).await,
+        }
+    }
+}
+
+/// Waits for every part of a split request and merges the replies.
+async fn resolve_split(
+    proxy: &Proxy,
+    client: &ClientState,
+    merge: Merge,
+    parts: Vec<Part>,
+    nkeys: usize,
+) -> Bytes {
+    let mut replies = Vec::with_capacity(parts.len());
+    for p in parts {
+        let r = resolve_one(proxy, client, p.slot, p.data, p.rx).await;
+        replies.push((p.keys, r));
+    }
+    // Any error fails the whole request: never a partial answer.
+    if let Some((_, e)) = replies.iter().find(|(_, r)| r.first() == Some(&b'-')) {
+        return e.clone();
+    }
+    match merge {
+        Merge::AllOk => Bytes::from_static(b"+OK\r\n"),
+        Merge::Sum => {
+            let mut total = 0i64;
+            for (_, r) in &replies {
+                let t = r.strip_prefix(b":").and_then(|x| x.strip_suffix(b"\r\n"));
+                match t.and_then(slotgate_protocol::resp::parse_i64) {
+                    Some(n) => total += n,
+                    None => return error_reply("ERR slotgate: unexpected backend reply"),
                 }
             }
+            let mut b = BytesMut::new();
+            slotgate_protocol::resp::write_integer(&mut b, total);
+            b.freeze()
+        }
+        Merge::Values => {
+            let mut slots: Vec<Option<Bytes>> = vec![None; nkeys];
+            for (keys, r) in &replies {
+                let Some(items) = array_items(r) else {
+                    return error_reply("ERR slotgate: unexpected backend reply");
+                };
+                if items.len() != keys.len() {
+                    return error_reply("ERR slotgate: unexpected backend reply");
+                }
+                for (k, item) in keys.iter().zip(items) {
+                    slots[*k] = Some(item);
+                }
+            }
+            let mut b = BytesMut::new();
+            slotgate_protocol::resp::write_array_len(&mut b, nkeys);
+            for s in slots {
+                match s {
+                    Some(item) => b.extend_from_slice(&item),
+                    None => return error_reply("ERR slotgate: missing value in merged reply"),
+                }
+            }
+            b.freeze()
         }
     }
 }
