@@ -1162,6 +1162,7 @@ async fn outbound(
     addr: String,
     mut rx: mpsc::Receiver<Vec<u8>>,
     timeout: u64,
+    gen: u64,
 ) {
     let conn = tokio::time::timeout(
         Duration::from_millis(timeout.clamp(100, 5000)),
@@ -1174,10 +1175,12 @@ async fn outbound(
             let mut st = cluster.state.lock();
             let now = now_ms();
             if let Some(n) = st.nodes.get_mut(&id) {
-                n.link = None;
-                n.link_up = false;
-                if n.ping_sent == 0 {
-                    n.ping_sent = now;
+                if n.link_gen == gen {
+                    n.link = None;
+                    n.link_up = false;
+                    if n.ping_sent == 0 {
+                        n.ping_sent = now;
+                    }
                 }
             }
             return;
@@ -1200,6 +1203,9 @@ async fn outbound(
         let Some(n) = st.nodes.get_mut(&id) else {
             return;
         };
+        if n.link_gen != gen {
+            return;
+        }
         n.link_up = true;
         n.link_ctime = now;
         let meet = n.flags & MEET != 0;
@@ -1261,8 +1267,10 @@ async fn outbound(
     let mut st = cluster.state.lock();
     for key in [id, current] {
         if let Some(n) = st.nodes.get_mut(&key) {
-            n.link = None;
-            n.link_up = false;
+            if n.link_gen == gen {
+                n.link = None;
+                n.link_up = false;
+            }
         }
     }
 }
@@ -1271,6 +1279,7 @@ async fn outbound(
 async fn cron(server: Arc<Server>, cluster: Arc<Cluster>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut iteration: u64 = 0;
+    let mut link_gen: u64 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -1308,9 +1317,11 @@ async fn cron(server: Arc<Server>, cluster: Arc<Cluster>) {
             .collect();
         for (id, addr) in need {
             let (tx, rx) = mpsc::channel(1024);
+            link_gen += 1;
             if let Some(n) = st.nodes.get_mut(&id) {
                 n.link = Some(tx);
                 n.link_up = false;
+                n.link_gen = link_gen;
             }
             tokio::spawn(outbound(
                 server.clone(),
@@ -1319,6 +1330,7 @@ async fn cron(server: Arc<Server>, cluster: Arc<Cluster>) {
                 addr,
                 rx,
                 timeout,
+                link_gen,
             ));
         }
         // Every second, ping the node with the oldest PONG among a few random ones.

@@ -228,6 +228,8 @@ pub struct Node {
     pub link_up: bool,
     /// When the outbound link was created (ms).
     pub link_ctime: u64,
+    /// Generation of the current outbound link (a finished link task only clears its own).
+    pub link_gen: u64,
     /// Number of inbound bus connections currently attributed to this node.
     pub inbound: u32,
 }
@@ -254,6 +256,7 @@ impl Node {
             link: None,
             link_up: false,
             link_ctime: 0,
+            link_gen: 0,
             inbound: 0,
         }
     }
@@ -381,6 +384,8 @@ pub struct Cluster {
     pub bus_bytes_in: AtomicU64,
     /// Wakes the bus cron early (after MEET, SETSLOT...).
     pub wake: tokio::sync::Notify,
+    /// Digest of the epochs at the last save (an epoch change forces an fsync).
+    saved_epochs: AtomicU64,
 }
 
 /// Where a command must go instead of this node.
@@ -635,14 +640,15 @@ impl State {
         }
         let mut new_ok = true;
         if self.full_coverage {
-            for s in 0..SLOT_COUNT {
-                match self.slots[s].and_then(|o| self.nodes.get(&o)) {
-                    Some(n) if !n.failed() => {}
-                    _ => {
-                        new_ok = false;
-                        break;
-                    }
-                }
+            // Every slot is in exactly one node's bitmap: count the slots of healthy owners.
+            let covered: usize = self
+                .nodes
+                .values()
+                .filter(|n| !n.failed())
+                .map(|n| n.slots.count())
+                .sum();
+            if covered < SLOT_COUNT {
+                new_ok = false;
             }
         }
         let mut size = 0;
@@ -927,14 +933,15 @@ impl State {
         let mut ok = 0;
         let mut pfail = 0;
         let mut fail = 0;
-        for s in 0..SLOT_COUNT {
-            if let Some(o) = self.slots[s] {
-                assigned += 1;
-                match self.nodes.get(&o) {
-                    Some(n) if n.failed() => fail += 1,
-                    Some(n) if n.pfailed() => pfail += 1,
-                    _ => ok += 1,
-                }
+        for n in self.nodes.values() {
+            let c = n.slots.count();
+            assigned += c;
+            if n.failed() {
+                fail += c;
+            } else if n.pfailed() {
+                pfail += c;
+            } else {
+                ok += c;
             }
         }
         let my_epoch = match self.my_master().and_then(|m| self.nodes.get(&m)) {
@@ -991,8 +998,8 @@ pub fn info_fields(server: &crate::server::Server) -> Vec<(&'static str, String)
     vec![("cluster_enabled", if on { "1" } else { "0" }.to_string())]
 }
 
-/// Writes `text` to `path` atomically: temp file, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes `text` to `path` atomically: temp file, (fsync), rename, (fsync of the directory).
+pub fn write_atomic(path: &Path, text: &str, fsync: bool) -> std::io::Result<()> {
     let tmp = path.with_file_name(format!(
         "{}.tmp-{}",
         path.file_name()
@@ -1003,9 +1010,14 @@ pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;
-        f.sync_all()?;
+        if fsync {
+            f.sync_all()?;
+        }
     }
     std::fs::rename(&tmp, path)?;
+    if !fsync {
+        return Ok(());
+    }
     if let Some(dir) = path.parent() {
         if let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() {
             Path::new(".")
@@ -1065,6 +1077,7 @@ impl Cluster {
             bus_bytes_out: AtomicU64::new(0),
             bus_bytes_in: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
+            saved_epochs: AtomicU64::new(u64::MAX),
         };
         {
             let mut st = c.state.lock();
@@ -1081,12 +1094,14 @@ impl Cluster {
         self.ok.store(st.ok, Ordering::Release);
         if st.todo_routes {
             st.todo_routes = false;
-            let me = st.myself;
-            for s in 0..SLOT_COUNT {
-                let fast = st.slots[s] == Some(me)
-                    && !st.migrating.contains_key(&(s as u16))
-                    && !st.importing.contains_key(&(s as u16));
-                self.route[s].store(fast as u8, Ordering::Release);
+            let mine = st.me().slots.clone();
+            for (s, r) in self.route.iter().enumerate() {
+                r.store(mine.get(s as u16) as u8, Ordering::Release);
+            }
+            for s in st.migrating.keys().chain(st.importing.keys()) {
+                if let Some(r) = self.route.get(*s as usize) {
+                    r.store(0, Ordering::Release);
+                }
             }
         }
         if st.todo_save {
@@ -1104,9 +1119,14 @@ impl Cluster {
         }
     }
 
-    /// Writes the config file now.
+    /// Writes the config file now; fsyncs when an epoch changed since the last save (epochs
+    /// must never go back after a crash; other changes are re-learned from gossip).
     pub fn save(&self, st: &State) -> std::io::Result<()> {
-        write_atomic(&self.conf_path, &st.config_text())
+        let epochs = st.current_epoch
+            ^ st.last_vote_epoch.rotate_left(21)
+            ^ st.me().config_epoch.rotate_left(42);
+        let fsync = self.saved_epochs.swap(epochs, Ordering::AcqRel) != epochs;
+        write_atomic(&self.conf_path, &st.config_text(), fsync)
     }
 
     /// The slot check of the data path. `Ok(())` to run the command here, or the redirect /
@@ -1176,7 +1196,7 @@ impl Cluster {
         let mut is_migrate = false;
         let mut cmd_asking = false;
         let mut keys: Vec<&[u8]> = Vec::new();
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         for args in cmds {
             let Some(spec) = commands::resolve(args) else {
                 continue;
@@ -1217,6 +1237,9 @@ impl Cluster {
         let open = st.migrating.contains_key(&slot) || st.importing.contains_key(&slot);
         let mut missing = 0;
         if open {
+            // Lock order is always keyspace shards before the cluster state (EXEC holds every
+            // shard while running CLUSTER subcommands), so release the state meanwhile.
+            drop(st);
             let mut l = Locked::new(ks, 0, now_ms());
             l.lock_keys(keys.iter());
             for k in &keys {
@@ -1224,6 +1247,8 @@ impl Cluster {
                     missing += 1;
                 }
             }
+            drop(l);
+            st = self.state.lock();
         }
         st.route_slow(
             slot,
