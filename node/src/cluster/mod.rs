@@ -149,14 +149,30 @@ impl SlotBitmap {
     pub fn ranges(&self) -> Vec<(u16, u16)> {
         let mut out = Vec::new();
         let mut start: Option<u16> = None;
-        for s in 0..SLOT_COUNT as u16 {
-            match (self.get(s), start) {
-                (true, None) => start = Some(s),
-                (false, Some(b)) => {
-                    out.push((b, s - 1));
-                    start = None;
+        for (wi, &w) in self.0.iter().enumerate() {
+            // Whole words of zeros or ones are handled without looking at single bits.
+            if w == 0 {
+                if let Some(b) = start.take() {
+                    out.push((b, (wi * 64) as u16 - 1));
                 }
-                _ => {}
+                continue;
+            }
+            if w == u64::MAX {
+                if start.is_none() {
+                    start = Some((wi * 64) as u16);
+                }
+                continue;
+            }
+            for bit in 0..64 {
+                let s = (wi * 64 + bit) as u16;
+                match (w & (1 << bit) != 0, start) {
+                    (true, None) => start = Some(s),
+                    (false, Some(b)) => {
+                        out.push((b, s - 1));
+                        start = None;
+                    }
+                    _ => {}
+                }
             }
         }
         if let Some(b) = start {
@@ -386,6 +402,8 @@ pub struct Cluster {
     pub wake: tokio::sync::Notify,
     /// Digest of the epochs at the last save (an epoch change forces an fsync).
     saved_epochs: AtomicU64,
+    /// The fast-path slot set last written to `route`.
+    route_cache: Mutex<SlotBitmap>,
 }
 
 /// Where a command must go instead of this node.
@@ -1078,6 +1096,7 @@ impl Cluster {
             bus_bytes_in: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
             saved_epochs: AtomicU64::new(u64::MAX),
+            route_cache: Mutex::new(SlotBitmap::default()),
         };
         {
             let mut st = c.state.lock();
@@ -1094,14 +1113,23 @@ impl Cluster {
         self.ok.store(st.ok, Ordering::Release);
         if st.todo_routes {
             st.todo_routes = false;
-            let mine = st.me().slots.clone();
-            for (s, r) in self.route.iter().enumerate() {
-                r.store(mine.get(s as u16) as u8, Ordering::Release);
-            }
+            // Fast-path slots: mine and not open. Only changed words touch the atomics.
+            let mut fast = st.me().slots.clone();
             for s in st.migrating.keys().chain(st.importing.keys()) {
-                if let Some(r) = self.route.get(*s as usize) {
-                    r.store(0, Ordering::Release);
+                fast.clear(*s);
+            }
+            let mut prev = self.route_cache.lock();
+            for (wi, (&new, old)) in fast.0.iter().zip(prev.0.iter_mut()).enumerate() {
+                if new == *old {
+                    continue;
                 }
+                for bit in 0..64 {
+                    if (new ^ *old) & (1 << bit) != 0 {
+                        let v = (new >> bit) & 1;
+                        self.route[wi * 64 + bit].store(v as u8, Ordering::Release);
+                    }
+                }
+                *old = new;
             }
         }
         if st.todo_save {

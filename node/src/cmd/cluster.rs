@@ -123,7 +123,7 @@ fn unknown_sub(ctx: &mut Ctx) {
 }
 
 fn wrong_args(ctx: &mut Ctx) {
-    let sub = String::from_utf8_lossy(&ctx.args[1]).to_ascii_lowercase();
+    let sub = String::from_utf8_lossy(&ctx.args[1]).into_owned();
     ctx.out.error(&format!(
         "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try CLUSTER HELP."
     ));
