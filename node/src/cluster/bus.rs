@@ -1287,7 +1287,21 @@ async fn cron(server: Arc<Server>, cluster: Arc<Cluster>) {
         }
         iteration += 1;
         let now = now_ms();
+        // CONFIG SET may change these at run time (redis-cli --cluster set-timeout).
+        let (timeout_cfg, full_cov, reads_down, replica_mig) = {
+            let c = server.config.read();
+            (
+                c.get_int("cluster-node-timeout").max(1) as u64,
+                c.get_bool("cluster-require-full-coverage"),
+                c.get_bool("cluster-allow-reads-when-down"),
+                c.get_bool("cluster-allow-replica-migration"),
+            )
+        };
         let mut st = cluster.state.lock();
+        st.node_timeout = timeout_cfg;
+        st.full_coverage = full_cov;
+        st.reads_when_down = reads_down;
+        st.allow_replica_migration = replica_mig;
         let timeout = st.node_timeout;
         let hs_timeout = timeout.max(1000);
         // Expire handshakes and bans.
