@@ -616,13 +616,50 @@ fn cluster_end_to_end() {
             all_ok(&all_ports)
         });
         let (_, out) = redis_cli(&["--cluster", "check", &nodes[0].addr()]);
-        assert!(!out.contains("[WARNING]") && !out.contains("[ERR]"), "{out}");
+        assert!(
+            !out.contains("[WARNING]") && !out.contains("[ERR]"),
+            "{out}"
+        );
         let v: i64 = redis::cmd("HGET")
             .arg("k:1")
             .arg("v")
             .query(&mut cc)
             .expect("HGET");
         assert_eq!(v, 1);
+    }
+
+    // Scale in: empty the new master with rebalance (weight 0), then del-node it.
+    if with_cli {
+        let id = myid(new_port);
+        let w = format!("{id}=0");
+        let (ok, out) = redis_cli(&[
+            "--cluster",
+            "rebalance",
+            &nodes[0].addr(),
+            "--cluster-weight",
+            &w,
+        ]);
+        assert!(ok, "{out}");
+        let (ok, out) = redis_cli(&["--cluster", "del-node", &nodes[0].addr(), &id]);
+        assert!(ok && out.contains("Sending CLUSTER RESET SOFT"), "{out}");
+        let gone = nodes.pop().expect("seventh node");
+        drop(gone);
+        all_ports.pop();
+        wait_for("six known nodes again", Duration::from_secs(30), || {
+            all_ok(&ports)
+        });
+        // A fresh connection: the old one still points at the removed node.
+        cc = client.get_connection().expect("cluster connection");
+        for i in (0..10_000).step_by(13) {
+            let v: i64 = redis::cmd("HGET")
+                .arg(format!("k:{i}"))
+                .arg("v")
+                .query(&mut cc)
+                .expect("HGET");
+            assert_eq!(v, i);
+        }
+        let (_, out) = redis_cli(&["--cluster", "check", &nodes[0].addr()]);
+        assert!(out.contains("[OK] All 16384 slots covered."), "{out}");
     }
 
     // Restart: SIGTERM, then the same config file: same ID, slots and peers.
@@ -640,7 +677,8 @@ fn cluster_end_to_end() {
         .log()
         .contains(&format!("Node configuration loaded, I'm {id_before}")));
     assert_eq!(signature(ports[victim]), slots_before);
-    assert!(cl(ports[victim], &["INFO"]).contains("cluster_known_nodes:7"));
+    let known = format!("cluster_known_nodes:{}", all_ports.len());
+    assert!(cl(ports[victim], &["INFO"]).contains(&known));
     wait_for(
         "the restarted node back in the cluster",
         Duration::from_secs(30),
