@@ -142,10 +142,10 @@ pub static DIRECTIVES: &[Directive] = &[
         "10",
         false
     ),
-    d!("cluster-enabled", YESNO, "no", false),
-    d!("cluster-config-file", Kind::Str, "nodes.conf", false),
-    d!("cluster-node-timeout", Kind::Int(0, MAXI), "15000", false),
-    d!("cluster-port", Kind::Int(0, 65535), "0", false),
+    d!("cluster-enabled", YESNO, "no", true),
+    d!("cluster-config-file", Kind::Str, "nodes.conf", true),
+    d!("cluster-node-timeout", Kind::Int(0, MAXI), "15000", true),
+    d!("cluster-port", Kind::Int(0, 65535), "0", true),
     d!(
         "cluster-replica-validity-factor",
         ["cluster-slave-validity-factor"],
@@ -159,9 +159,9 @@ pub static DIRECTIVES: &[Directive] = &[
         "1",
         false
     ),
-    d!("cluster-require-full-coverage", YESNO, "yes", false),
-    d!("cluster-allow-reads-when-down", YESNO, "no", false),
-    d!("cluster-allow-replica-migration", YESNO, "yes", false),
+    d!("cluster-require-full-coverage", YESNO, "yes", true),
+    d!("cluster-allow-reads-when-down", YESNO, "no", true),
+    d!("cluster-allow-replica-migration", YESNO, "yes", true),
     d!(
         "cluster-replica-no-failover",
         ["cluster-slave-no-failover"],
@@ -169,9 +169,9 @@ pub static DIRECTIVES: &[Directive] = &[
         "no",
         false
     ),
-    d!("cluster-announce-ip", Kind::Str, "", false),
-    d!("cluster-announce-port", Kind::Int(0, 65535), "0", false),
-    d!("cluster-announce-bus-port", Kind::Int(0, 65535), "0", false),
+    d!("cluster-announce-ip", Kind::Str, "", true),
+    d!("cluster-announce-port", Kind::Int(0, 65535), "0", true),
+    d!("cluster-announce-bus-port", Kind::Int(0, 65535), "0", true),
     d!("cluster-announce-hostname", Kind::Str, "", false),
     d!("maxmemory", Kind::Memory, "0", false),
     d!(

@@ -5,6 +5,8 @@
 //! [`cmd`] (dispatch, one file per command family) → [`db`] (the keyspace) → [`reply`].
 
 pub mod client;
+// Cluster mode (issue 5): state, gossip bus, failure detection, MIGRATE.
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod connection;

@@ -163,6 +163,8 @@ pub struct Server {
     pub monitor_count: AtomicU64,
     /// True when `requirepass` is set (checked on every command; updated by CONFIG SET).
     pub auth_required: AtomicBool,
+    /// Cluster mode state (`cluster-enabled yes`), None in standalone mode.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Random 40-hex identifier (run ids, node ids, replication ids).
@@ -184,7 +186,14 @@ impl Server {
         let dbs = config.get_int("databases").max(1) as usize;
         let auth = !config.get("requirepass").is_empty();
         let slowlog_threshold = config.get_int("slowlog-log-slower-than");
+        // Cluster mode: load or create the node identity and cluster config file.
+        let cluster = if config.get_bool("cluster-enabled") {
+            Some(Arc::new(crate::cluster::Cluster::new(&config, &log)?))
+        } else {
+            None
+        };
         Ok(Server {
+            cluster,
             ks: Keyspace::new(dbs),
             log,
             config: RwLock::new(config),
@@ -425,6 +434,10 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
     ));
     server.log.notice("Ready to accept connections tcp");
 
+    // Cluster mode: the gossip bus on port + 10000 (or cluster-port).
+    if server.cluster.is_some() {
+        crate::cluster::bus::start(server.clone(), &addrs, real_port).await?;
+    }
     tokio::spawn(active_expire_cycle(server.clone()));
     for l in listeners {
         tokio::spawn(accept_loop(server.clone(), l));

@@ -7,6 +7,7 @@
 //! To add a command: implement `fn(&mut Ctx) -> Outcome` in its family file and list it in that
 //! file's `COMMANDS`; key positions, arity and flags come from protocol's table.
 
+pub mod cluster;
 pub mod connection;
 pub mod dump;
 pub mod hashes;
@@ -142,6 +143,7 @@ impl Registry {
             hll::COMMANDS,
             pubsub::COMMANDS,
             transactions::COMMANDS,
+            cluster::COMMANDS,
         ] {
             for (name, h) in family {
                 map.insert(*name, *h);
@@ -231,6 +233,14 @@ pub fn dispatch(server: &Server, client: &mut Client, out: &mut Reply, args: &[B
     if !client.authenticated && !spec.has_flag(flags::NO_AUTH) && server.requires_auth() {
         reject(client, out, "NOAUTH Authentication required.");
         return Outcome::Done;
+    }
+    // Cluster mode: MOVED/ASK/TRYAGAIN/CROSSSLOT/CLUSTERDOWN before the command runs or is
+    // queued (an EXEC is checked against its queue and discarded on error). See cluster/mod.rs.
+    if let Some(cl) = server.cluster.as_deref() {
+        if let Err(r) = cl.route(&server.ks, client, top, spec, args) {
+            reject(client, out, &r.text());
+            return Outcome::Done;
+        }
     }
     if client.multi.is_some()
         && !matches!(
