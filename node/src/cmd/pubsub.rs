@@ -151,6 +151,8 @@ fn publish(ctx: &mut Ctx) -> Outcome {
     let channel = Bytes::copy_from_slice(&ctx.args[1]);
     let message = Bytes::copy_from_slice(&ctx.args[2]);
     let n = ctx.server.pubsub.publish(&channel, &message);
+    // Cluster mode: every other node delivers it to its own subscribers too.
+    crate::cluster::bus::broadcast_publish(ctx.server, &channel, &message);
     ctx.out.int(n);
     Outcome::Done
 }
