@@ -223,6 +223,9 @@ pub fn handle(
             Job::ScriptExists(encode(enc, args), args.len() - 2),
         )),
         "script" | "function" => {
+            if name == "script" && args.len() == 3 && is(&args[1], "load") {
+                proxy.remember_script(&args[2]);
+            }
             if args.len() >= 2
                 && (is(&args[1], "load")
                     || is(&args[1], "flush")
@@ -542,7 +545,17 @@ pub enum Job {
     Info(Vec<Bytes>),
 }
 
-async fn to_master(_proxy: &Proxy, client: &ClientState, addr: &Arc<str>, data: Bytes) -> Bytes {
+async fn to_master(proxy: &Proxy, client: &ClientState, addr: &Arc<str>, data: Bytes) -> Bytes {
+    let r = to_master_once(client, addr, data.clone()).await;
+    if r.starts_with(b"-NOSCRIPT") {
+        if let Some(r2) = crate::splitter::reload_script(proxy, client, addr, &data).await {
+            return r2;
+        }
+    }
+    r
+}
+
+async fn to_master_once(client: &ClientState, addr: &Arc<str>, data: Bytes) -> Bytes {
     let pool = if client.resp3 {
         client.router.pool3(addr)
     } else {

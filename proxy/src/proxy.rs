@@ -93,6 +93,8 @@ pub struct Proxy {
     slowlog_next: AtomicU64,
     /// Set when shutting down: stop reading new requests.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Scripts seen in SCRIPT LOAD / EVAL, by SHA1, to reload them after a NOSCRIPT.
+    pub scripts: Mutex<std::collections::HashMap<String, bytes::Bytes>>,
     /// Proxy identity (CLUSTER MYID and friends).
     pub id: String,
     /// Connected clients.
@@ -121,6 +123,7 @@ impl Proxy {
             slowlog: Mutex::new(std::collections::VecDeque::new()),
             slowlog_next: AtomicU64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
+            scripts: Mutex::new(std::collections::HashMap::new()),
             id,
             clients: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
@@ -179,6 +182,21 @@ impl Proxy {
             node,
         });
         log.truncate(cfg.slowlog_max_len);
+    }
+
+    /// Remembers a script body (SCRIPT LOAD, EVAL) under its SHA1.
+    pub fn remember_script(&self, body: &bytes::Bytes) {
+        let sha = sha1_smol::Sha1::from(&body[..]).digest().to_string();
+        let mut s = self.scripts.lock();
+        if !s.contains_key(&sha) && s.len() < 100_000 {
+            s.insert(sha, body.clone());
+        }
+    }
+
+    /// The body of a known script.
+    pub fn script(&self, sha: &[u8]) -> Option<bytes::Bytes> {
+        let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+        self.scripts.lock().get(&sha).cloned()
     }
 
     /// A fresh client id.

@@ -132,6 +132,9 @@ pub fn dispatch(
     if let Err(e) = commands::key_positions(spec, args, &mut kp) {
         return Pending::Ready(error_reply(&e.to_string()));
     }
+    if matches!(spec.name, "eval" | "eval_ro") {
+        proxy.remember_script(&args[1]);
+    }
     if kp.is_empty() {
         return local::keyless(proxy, client, spec, args, enc);
     }
@@ -388,6 +391,16 @@ async fn resolve_one(
     let mut ask = None;
     if let Some(rx) = rx {
         match rx.await {
+            Ok(Ok(reply)) if reply.starts_with(b"-NOSCRIPT") => {
+                // The node lost the script (failover, restart): load it again if we know it.
+                let addr = client.router.map().master_of(slot).cloned();
+                if let Some(addr) = addr {
+                    if let Some(r) = reload_script(proxy, client, &addr, &data).await {
+                        return r;
+                    }
+                }
+                return reply;
+            }
             Ok(Ok(reply)) if !needs_retry(&reply) => return reply,
             Ok(Ok(reply)) => {
                 if let Some((is_ask, rslot, target)) = error_text(&reply).and_then(parse_redirect) {
@@ -521,4 +534,40 @@ async fn resolve_split(
             b.freeze()
         }
     }
+}
+
+/// After a NOSCRIPT for EVALSHA/EVALSHA_RO: SCRIPT LOAD the body the proxy knows on `addr`,
+/// then run the request again there. None when the script is unknown to the proxy.
+pub async fn reload_script(
+    proxy: &Proxy,
+    client: &ClientState,
+    addr: &std::sync::Arc<str>,
+    data: &Bytes,
+) -> Option<Bytes> {
+    let mut buf = BytesMut::from(&data[..]);
+    let mut args = Vec::new();
+    slotgate_protocol::resp::parse_command(
+        &mut buf,
+        &mut args,
+        &slotgate_protocol::Limits::default(),
+    )
+    .ok()??;
+    let name = args.first()?.to_ascii_lowercase();
+    if name != b"evalsha" && name != b"evalsha_ro" {
+        return None;
+    }
+    let body = proxy.script(args.get(1)?)?;
+    crate::metrics::error("noscript_reload");
+    let pool = if client.resp3 {
+        client.router.pool3(addr)
+    } else {
+        client.router.pool(addr)
+    };
+    let mut enc = BytesMut::new();
+    let load = encode(&mut enc, &[&b"SCRIPT"[..], b"LOAD", &body]);
+    let r = pool.send(client.id, load, 1).await.ok()?.ok()?;
+    if r.first() == Some(&b'-') {
+        return None;
+    }
+    pool.send(client.id, data.clone(), 1).await.ok()?.ok()
 }

@@ -816,3 +816,58 @@ fn config_slowlog_wait_replica_reads_sighup_and_drain() {
     assert!(st.success(), "exit status {st}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn scripts_route_by_keys_and_reload_after_noscript() {
+    use slotgate_protocol::Frame;
+    let Some(cluster) = Cluster::redis(3, 0, 3000) else {
+        return;
+    };
+    let proxy = start_proxy(&cluster.seed(), &[]);
+    let mut c = Raw::connect(proxy.port);
+    let body = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
+    let Frame::Bulk(sha) = c.cmd(&["SCRIPT", "LOAD", body]) else {
+        panic!("SCRIPT LOAD")
+    };
+    let sha = String::from_utf8_lossy(&sha).into_owned();
+    // EVALSHA works wherever the key lives (the script was broadcast to every master).
+    for k in ["a", "b", "c", "d", "e"] {
+        assert_eq!(
+            c.cmd(&["EVALSHA", &sha, "1", k, "2"]),
+            Frame::Integer(2),
+            "key {k}"
+        );
+    }
+    assert_eq!(
+        c.cmd(&["SCRIPT", "EXISTS", &sha]),
+        Frame::Array(vec![Frame::Integer(1)])
+    );
+    // Keys in two slots: CROSSSLOT, as a cluster node answers.
+    let Frame::Error(e) = c.cmd(&["EVAL", body, "2", "a", "b", "1"]) else {
+        panic!()
+    };
+    assert!(e.starts_with(b"CROSSSLOT"), "{e:?}");
+    // A node forgets its scripts (as after a failover or restart): the proxy reloads the
+    // script it knows and the client never sees NOSCRIPT.
+    for n in &cluster.nodes {
+        let (ok, _) = redis_cli(&["-p", &n.port.to_string(), "script", "flush"]);
+        assert!(ok);
+    }
+    for k in ["a", "b", "c", "d", "e"] {
+        assert_eq!(
+            c.cmd(&["EVALSHA", &sha, "1", k, "3"]),
+            Frame::Integer(5),
+            "key {k}"
+        );
+    }
+    // An unknown script still gets NOSCRIPT.
+    let Frame::Error(e) = c.cmd(&[
+        "EVALSHA",
+        "ffffffffffffffffffffffffffffffffffffffff",
+        "1",
+        "a",
+    ]) else {
+        panic!()
+    };
+    assert!(e.starts_with(b"NOSCRIPT"), "{e:?}");
+}
