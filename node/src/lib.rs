@@ -86,15 +86,9 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             return 1;
         }
     }
-    // `io-threads` (a redis.conf directive) sets the worker threads; by default every core.
-    let configured = server.config.read().get_int("io-threads");
-    let threads = if server.config.read().explicit.contains(&"io-threads") {
-        configured.max(1) as usize
-    } else {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    };
+    // Client I/O runs on `server.workers` single-threaded workers (see server::run); this
+    // runtime drives the control plane: cluster bus, active expiry, signals.
+    let threads = 1;
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()

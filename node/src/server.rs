@@ -161,6 +161,8 @@ pub struct Server {
     pub monitors: Mutex<Vec<Arc<ClientHandle>>>,
     /// Number of MONITOR clients.
     pub monitor_count: AtomicU64,
+    /// Client I/O worker threads (`io-threads`, default one per core).
+    pub workers: usize,
     /// True when `requirepass` is set (checked on every command; updated by CONFIG SET).
     pub auth_required: AtomicBool,
     /// Cluster mode state (`cluster-enabled yes`), None in standalone mode.
@@ -186,6 +188,14 @@ impl Server {
         let dbs = config.get_int("databases").max(1) as usize;
         let auth = !config.get("requirepass").is_empty();
         let slowlog_threshold = config.get_int("slowlog-log-slower-than");
+        // `io-threads` (a redis.conf directive) sets the client I/O threads; default every core.
+        let workers = if config.explicit.contains(&"io-threads") {
+            config.get_int("io-threads").max(1) as usize
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        };
         // Cluster mode: load or create the node identity and cluster config file.
         let cluster = if config.get_bool("cluster-enabled") {
             Some(Arc::new(crate::cluster::Cluster::new(&config, &log)?))
@@ -215,6 +225,7 @@ impl Server {
             monitors: Mutex::new(Vec::new()),
             monitor_count: AtomicU64::new(0),
             auth_required: AtomicBool::new(auth),
+            workers,
         })
     }
 
@@ -392,7 +403,6 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
         let c = server.config.read();
         (c.get_int("port") as u16, c.get("bind").to_string())
     };
-    let mut listeners = Vec::new();
     let mut addrs: Vec<String> = binds
         .split_whitespace()
         .filter(|a| !a.starts_with('-') || a.len() > 1)
@@ -401,15 +411,22 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
     if addrs.is_empty() {
         addrs.push("*".into());
     }
+    // Check every address with a plain bind first (clear errors, port 0 resolved), then each
+    // worker thread binds its own SO_REUSEPORT listener on it.
+    let mut sockaddrs: Vec<std::net::SocketAddr> = Vec::new();
+    let mut real_port = port;
     for a in &addrs {
         let addr = match a.as_str() {
-            "*" => format!("0.0.0.0:{port}"),
-            "::*" => format!("[::]:{port}"),
-            ip if ip.contains(':') => format!("[{ip}]:{port}"),
-            ip => format!("{ip}:{port}"),
+            "*" => format!("0.0.0.0:{real_port}"),
+            "::*" => format!("[::]:{real_port}"),
+            ip if ip.contains(':') => format!("[{ip}]:{real_port}"),
+            ip => format!("{ip}:{real_port}"),
         };
-        match TcpListener::bind(&addr).await {
-            Ok(l) => listeners.push(l),
+        match std::net::TcpListener::bind(&addr).and_then(|l| l.local_addr()) {
+            Ok(sa) => {
+                real_port = sa.port();
+                sockaddrs.push(sa);
+            }
             Err(e) if a == "::*" => {
                 server.log.verbose(&format!("Skipping {addr}: {e}"));
             }
@@ -421,11 +438,20 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
             }
         }
     }
-    let real_port = listeners
-        .first()
-        .and_then(|l| l.local_addr().ok())
-        .map(|a| a.port())
-        .unwrap_or(port);
+    let workers = server.workers.max(1);
+    for i in 0..workers {
+        let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let srv = server.clone();
+        let addrs = sockaddrs.clone();
+        std::thread::Builder::new()
+            .name(format!("slotgate-io{i}"))
+            .spawn(move || io_worker(srv, addrs, tx))?;
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!("Failed listening on port {real_port} (tcp): {e}"),
+            Err(_) => anyhow::bail!("I/O worker {i} failed to start"),
+        }
+    }
     server.port.store(real_port as u64, Ordering::Relaxed);
     write_pidfile(&server);
     server.log.notice(&format!(
@@ -439,9 +465,6 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
         crate::cluster::bus::start(server.clone(), &addrs, real_port).await?;
     }
     tokio::spawn(active_expire_cycle(server.clone()));
-    for l in listeners {
-        tokio::spawn(accept_loop(server.clone(), l));
-    }
     server.shutdown.notified().await;
     server.log.warning("User requested shutdown...");
     let pidfile = server.config.read().get("pidfile").to_string();
@@ -450,6 +473,57 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
     }
     server.log.warning("Redis is now ready to exit, bye bye...");
     Ok(())
+}
+
+/// One I/O worker: a single-threaded runtime serving the clients accepted on its own
+/// SO_REUSEPORT listeners, so a connection never moves between threads.
+fn io_worker(
+    server: Arc<Server>,
+    addrs: Vec<std::net::SocketAddr>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut listeners = Vec::new();
+        for a in &addrs {
+            match reuseport_listener(*a) {
+                Ok(l) => listeners.push(l),
+                Err(e) => {
+                    let _ = ready.send(Err(format!("{a}: {e}")));
+                    return;
+                }
+            }
+        }
+        let _ = ready.send(Ok(()));
+        let mut tasks = Vec::new();
+        for l in listeners {
+            tasks.push(tokio::spawn(accept_loop(server.clone(), l)));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+}
+
+fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.set_reuseport(true)?;
+    sock.bind(addr)?;
+    sock.listen(511)
 }
 
 fn write_pidfile(server: &Server) {
