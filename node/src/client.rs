@@ -190,6 +190,8 @@ pub struct Client {
     pub asking: bool,
     /// READONLY was sent (cluster mode).
     pub readonly: bool,
+    /// Unix milliseconds, refreshed once per batch of requests read (expiry decisions).
+    pub now_ms: u64,
 }
 
 impl Client {
@@ -211,6 +213,7 @@ impl Client {
             quit: false,
             asking: false,
             readonly: false,
+            now_ms: crate::db::now_ms(),
         }
     }
 

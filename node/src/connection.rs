@@ -143,6 +143,7 @@ impl Conn {
                         return Ok(End::Closed);
                     }
                     self.server.stats.net_in.add(self.client.handle.id, n as u64);
+                    self.client.now_ms = crate::db::now_ms();
                     let ms = self.client.handle.created.elapsed().as_millis() as u64;
                     self.client.handle.last_active_ms.store(ms, Ordering::Relaxed);
                 }
@@ -247,6 +248,7 @@ impl Conn {
             };
             tokio::select! {
                 _ = waiter.notify.notified() => {
+                    self.client.now_ms = crate::db::now_ms();
                     let len_before = self.out.buf.len();
                     match cmd::dispatch(&server, &mut self.client, &mut self.out, args) {
                         Outcome::Block { keys: k, .. } => {

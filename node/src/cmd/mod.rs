@@ -317,7 +317,7 @@ pub fn run<'a>(
             h
         }
         None => {
-            own = Locked::new(&server.ks, client.db, crate::db::now_ms());
+            own = Locked::new(&server.ks, client.db, client.now_ms);
             let mut kp = KeyPositions::new();
             match commands::key_positions(spec, args, &mut kp) {
                 Ok(()) => {}
@@ -329,7 +329,7 @@ pub fn run<'a>(
             if db_wide(spec.name) || db_wide(spec.container) {
                 own.lock_all();
             } else if !kp.is_empty() {
-                own.lock_keys(kp.iter().map(|&i| &args[i][..]));
+                own.lock_request_keys(kp.iter().map(|&i| &args[i][..]));
             }
             &mut own
         }
