@@ -13,6 +13,7 @@ pub mod connection;
 pub mod db;
 pub mod glob;
 pub mod log;
+pub mod longdouble;
 pub mod pubsub;
 pub mod rdb;
 pub mod reply;
