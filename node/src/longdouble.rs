@@ -516,6 +516,15 @@ pub fn incr_by_float(cur: &[u8], incr: &[u8]) -> Result<Vec<u8>, IncrError> {
     }
 }
 
+impl std::ops::Add for LongDouble {
+    type Output = LongDouble;
+
+    /// The correctly rounded sum.
+    fn add(self, other: LongDouble) -> LongDouble {
+        LongDouble(add(self.0, other.0))
+    }
+}
+
 /// A signed decimal exponent starting at `s[k]` (after the `e`/`p`), clamped so it cannot
 /// overflow; returns (value, index after it), or None when no digit follows (strtold then
 /// stops before the `e`/`p`).
@@ -558,11 +567,6 @@ impl LongDouble {
         matches!(self.0, Num::Inf)
     }
 
-    /// The correctly rounded sum.
-    pub fn add(self, other: LongDouble) -> LongDouble {
-        LongDouble(add(self.0, other.0))
-    }
-
     /// Redis's human-friendly text (`%.17Lf`, trailing zeros removed); None for an infinity.
     pub fn format(self) -> Option<String> {
         match self.0 {
@@ -579,7 +583,7 @@ mod tests {
     fn incr(start: &str, by: &str) -> String {
         let a = LongDouble::parse(start.as_bytes()).unwrap_or(LongDouble::ZERO);
         let b = LongDouble::parse(by.as_bytes()).unwrap_or(LongDouble::ZERO);
-        a.add(b).format().unwrap_or_else(|| "inf".into())
+        (a + b).format().unwrap_or_else(|| "inf".into())
     }
 
     #[test]
@@ -642,7 +646,7 @@ mod tests {
         }
         assert!(LongDouble::parse(b"-INFINITY").is_some_and(|v| v.is_infinite()));
         let big = LongDouble::parse(b"1e4932").unwrap_or(LongDouble::ZERO);
-        assert!(big.add(big).is_infinite());
+        assert!((big + big).is_infinite());
     }
 
     fn inc(a: &str, b: &str) -> String {

@@ -311,7 +311,7 @@ fn hincrbyfloat(ctx: &mut Ctx) -> Outcome {
             }
         },
     };
-    let Some(text) = cur.add(incr).format() else {
+    let Some(text) = (cur + incr).format() else {
         ctx.out.error("ERR increment would produce NaN or Infinity");
         return Outcome::Done;
     };
