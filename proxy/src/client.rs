@@ -136,14 +136,14 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
         // Buffers are released between batches (below) so idle clients hold no buffer memory.
         // Wait for readability first and only then take a buffer: an idle client holds no
         // read buffer at all (10,000 idle clients cost little memory).
-        if rbuf.is_empty() || rbuf.capacity() == rbuf.len() {
-            tokio::select! {
-                r = sock.readable() => r?,
-                _ = st.info.kill.notified() => return Ok(()),
-                _ = async {
-                    if idle.is_zero() { std::future::pending::<()>().await } else { tokio::time::sleep(idle).await }
-                } => return Ok(()),
-            }
+        // Always wait for readiness: a WouldBlock from try_read below clears it, so a client
+        // that sent half a request is parked here, never spun on.
+        tokio::select! {
+            r = sock.readable() => r?,
+            _ = st.info.kill.notified() => return Ok(()),
+            _ = async {
+                if idle.is_zero() { std::future::pending::<()>().await } else { tokio::time::sleep(idle).await }
+            } => return Ok(()),
         }
         rbuf.reserve(4096);
         let n = match sock.try_read_buf(&mut rbuf) {
@@ -266,11 +266,9 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
             if let Some(args) = subscribe {
                 sock.write_all(&out).await?;
                 out.clear();
-                if Box::pin(crate::session::pubsub(
-                    proxy, st, &mut sock, &mut rbuf, args,
-                ))
-                .await
-                .is_err()
+                if Box::pin(crate::session::pubsub(st, &mut sock, &mut rbuf, args))
+                    .await
+                    .is_err()
                 {
                     return Ok(());
                 }

@@ -243,13 +243,7 @@ pub fn handle(
 }
 
 /// Keyless commands that are not local: sent to any master (TIME, PUBLISH, EVAL with 0 keys...).
-pub fn keyless(
-    _proxy: &Proxy,
-    _client: &mut ClientState,
-    spec: &'static CommandSpec,
-    args: &[Bytes],
-    enc: &mut BytesMut,
-) -> Pending {
+pub fn keyless(spec: &'static CommandSpec, args: &[Bytes], enc: &mut BytesMut) -> Pending {
     if spec.has_flag(flags::ADMIN) {
         return Pending::Ready(error_reply(&format!(
             "ERR slotgate: '{}' is an admin command and is not supported through the proxy",
@@ -568,7 +562,7 @@ async fn to_master_once(client: &ClientState, addr: &Arc<str>, data: Bytes) -> B
     }
 }
 
-async fn all_masters(_proxy: &Proxy, client: &ClientState, data: &Bytes) -> Vec<Bytes> {
+async fn all_masters(client: &ClientState, data: &Bytes) -> Vec<Bytes> {
     let masters = sorted_masters(client);
     let mut rxs = Vec::new();
     for m in &masters {
@@ -609,7 +603,7 @@ impl Job {
     pub async fn run(self, proxy: &Proxy, client: &ClientState) -> Bytes {
         match self {
             Job::AllMasters(data) => {
-                let replies = all_masters(proxy, client, &data).await;
+                let replies = all_masters(client, &data).await;
                 if replies.is_empty() {
                     return error_reply("CLUSTERDOWN The cluster is down");
                 }
@@ -619,7 +613,7 @@ impl Job {
                 replies[0].clone()
             }
             Job::SumMasters(data) => {
-                let replies = all_masters(proxy, client, &data).await;
+                let replies = all_masters(client, &data).await;
                 if let Some(e) = first_error(&replies) {
                     return e;
                 }
@@ -632,7 +626,7 @@ impl Job {
                 int(total)
             }
             Job::ConcatMasters(data) => {
-                let replies = all_masters(proxy, client, &data).await;
+                let replies = all_masters(client, &data).await;
                 if let Some(e) = first_error(&replies) {
                     return e;
                 }
@@ -645,7 +639,7 @@ impl Job {
                 frame(&Frame::Array(items), client.resp3)
             }
             Job::ScriptExists(data, n) => {
-                let replies = all_masters(proxy, client, &data).await;
+                let replies = all_masters(client, &data).await;
                 if let Some(e) = first_error(&replies) {
                     return e;
                 }
@@ -795,7 +789,6 @@ async fn info(proxy: &Proxy, client: &ClientState, args: Vec<Bytes>) -> Bytes {
     }
     if want("keyspace") {
         let replies = all_masters(
-            proxy,
             client,
             &Bytes::from_static(b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n"),
         )

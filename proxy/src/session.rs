@@ -5,7 +5,6 @@
 
 use crate::client::ClientState;
 use crate::pool::{dial, roundtrip};
-use crate::proxy::Proxy;
 use crate::redirect::error_reply;
 use crate::slotmap::{error_text, parse_redirect};
 use bytes::{Bytes, BytesMut};
@@ -145,7 +144,7 @@ fn clean_error(reply: Bytes, router: &crate::router::Router) -> Bytes {
     reply
 }
 
-async fn ensure_conn(_proxy: &Proxy, st: &mut ClientState, slot: Option<u16>) -> Result<(), Bytes> {
+async fn ensure_conn(st: &mut ClientState, slot: Option<u16>) -> Result<(), Bytes> {
     if st.tx.conn.is_some() {
         return Ok(());
     }
@@ -199,11 +198,11 @@ fn lost(e: std::io::Error) -> Bytes {
 }
 
 /// Runs one transaction operation.
-pub async fn run_tx(op: TxOp, proxy: &Proxy, st: &mut ClientState) -> Bytes {
+pub async fn run_tx(op: TxOp, st: &mut ClientState) -> Bytes {
     match op {
         TxOp::Multi => Bytes::from_static(b"+OK\r\n"),
         TxOp::Watch(data, slot) => {
-            if let Err(e) = ensure_conn(proxy, st, Some(slot)).await {
+            if let Err(e) = ensure_conn(st, Some(slot)).await {
                 return e;
             }
             let Some(conn) = st.tx.conn.as_mut() else {
@@ -231,7 +230,7 @@ pub async fn run_tx(op: TxOp, proxy: &Proxy, st: &mut ClientState) -> Bytes {
                 st.tx.buffered.push(data);
                 return Bytes::from_static(b"+QUEUED\r\n");
             }
-            if let Err(e) = ensure_conn(proxy, st, slot.or(st.tx.slot)).await {
+            if let Err(e) = ensure_conn(st, slot.or(st.tx.slot)).await {
                 st.tx.aborted = true;
                 return e;
             }
@@ -273,7 +272,7 @@ pub async fn run_tx(op: TxOp, proxy: &Proxy, st: &mut ClientState) -> Bytes {
                 end_tx(st);
                 return error_reply("EXECABORT Transaction discarded because of previous errors.");
             }
-            if let Err(e) = ensure_conn(proxy, st, st.tx.slot).await {
+            if let Err(e) = ensure_conn(st, st.tx.slot).await {
                 end_tx(st);
                 return e;
             }
@@ -295,7 +294,7 @@ pub async fn run_tx(op: TxOp, proxy: &Proxy, st: &mut ClientState) -> Bytes {
 }
 
 /// Runs a blocking command on its own connection to the slot's master, following MOVED/ASK.
-pub async fn run_blocking(_proxy: &Proxy, st: &ClientState, slot: u16, data: Bytes) -> Bytes {
+pub async fn run_blocking(st: &ClientState, slot: u16, data: Bytes) -> Bytes {
     let mut target: Option<Arc<str>> = None;
     let mut asking = false;
     for _ in 0..crate::redirect::MAX_REDIRECTS {
@@ -386,7 +385,6 @@ async fn open_any(
 /// Serves a client in pub/sub mode: `first` is the (P)SUBSCRIBE that started it. Returns when
 /// the client has unsubscribed from everything (back to normal mode) or is gone (Err).
 pub async fn pubsub(
-    _proxy: &Proxy,
     st: &mut ClientState,
     sock: &mut TcpStream,
     rbuf: &mut BytesMut,

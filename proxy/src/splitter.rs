@@ -92,7 +92,7 @@ pub fn encode(enc: &mut BytesMut, args: &[impl AsRef<[u8]>]) -> Bytes {
     enc.split().freeze()
 }
 
-fn send_part(_proxy: &Proxy, client: &ClientState, slot: u16, data: Bytes) -> Option<Rx> {
+fn send_part(client: &ClientState, slot: u16, data: Bytes) -> Option<Rx> {
     let map = client.router.map();
     let addr = map.master_of(slot)?;
     let pool = if client.resp3 {
@@ -136,7 +136,7 @@ pub fn dispatch(
         proxy.remember_script(&args[1]);
     }
     if kp.is_empty() {
-        return local::keyless(proxy, client, spec, args, enc);
+        return local::keyless(spec, args, enc);
     }
     // All keys in one slot: forward as-is.
     let first = key_slot(&args[kp[0]]);
@@ -167,11 +167,11 @@ pub fn dispatch(
         } else if spec.has_flag(flags::READONLY)
             && proxy.cfg().read_from != crate::proxy::ReadFrom::Master
         {
-            if let Some(p) = replica_read(proxy, client, first, data.clone()) {
+            if let Some(p) = replica_read(client, first, data.clone()) {
                 return p;
             }
         }
-        return match send_part(proxy, client, first, data.clone()) {
+        return match send_part(client, first, data.clone()) {
             Some(rx) => Pending::Single {
                 slot: first,
                 data,
@@ -188,12 +188,12 @@ pub fn dispatch(
         };
     }
     match spec.name {
-        "mget" => split_keys(proxy, client, args, &kp, enc, Merge::Values, b"MGET", 1),
-        "mset" => split_keys(proxy, client, args, &kp, enc, Merge::AllOk, b"MSET", 2),
-        "del" => split_keys(proxy, client, args, &kp, enc, Merge::Sum, b"DEL", 1),
-        "unlink" => split_keys(proxy, client, args, &kp, enc, Merge::Sum, b"UNLINK", 1),
-        "exists" => split_keys(proxy, client, args, &kp, enc, Merge::Sum, b"EXISTS", 1),
-        "touch" => split_keys(proxy, client, args, &kp, enc, Merge::Sum, b"TOUCH", 1),
+        "mget" => split_keys(client, args, &kp, enc, Merge::Values, b"MGET", 1),
+        "mset" => split_keys(client, args, &kp, enc, Merge::AllOk, b"MSET", 2),
+        "del" => split_keys(client, args, &kp, enc, Merge::Sum, b"DEL", 1),
+        "unlink" => split_keys(client, args, &kp, enc, Merge::Sum, b"UNLINK", 1),
+        "exists" => split_keys(client, args, &kp, enc, Merge::Sum, b"EXISTS", 1),
+        "touch" => split_keys(client, args, &kp, enc, Merge::Sum, b"TOUCH", 1),
         _ => Pending::Ready(error_reply(
             "CROSSSLOT Keys in request don't hash to the same slot",
         )),
@@ -299,7 +299,7 @@ fn transaction(
 }
 
 /// Sends a read-only command to a healthy replica of the slot's shard (`--read-from`).
-fn replica_read(_proxy: &Proxy, client: &ClientState, slot: u16, data: Bytes) -> Option<Pending> {
+fn replica_read(client: &ClientState, slot: u16, data: Bytes) -> Option<Pending> {
     let map = client.router.map();
     let shard = map.shards.get(*map.slots.get(slot as usize)? as usize)?;
     if shard.replicas.is_empty() {
@@ -323,9 +323,7 @@ fn closed_rx() -> Rx {
 }
 
 /// Groups the keys by slot (keeping first-seen order) and sends one sub-command per slot.
-#[allow(clippy::too_many_arguments)]
 fn split_keys(
-    proxy: &Proxy,
     client: &ClientState,
     args: &[Bytes],
     kp: &KeyPositions,
@@ -353,7 +351,7 @@ fn split_keys(
             }
         }
         let data = encode(enc, &sub);
-        let rx = send_part(proxy, client, slot, data.clone());
+        let rx = send_part(client, slot, data.clone());
         parts.push(Part {
             slot,
             data,
@@ -458,9 +456,9 @@ impl Pending {
         match self {
             Pending::Ready(b) | Pending::Close(b) => b,
             // Rare, large futures are boxed so the per-client task stays small.
-            Pending::Tx(op) => Box::pin(crate::session::run_tx(op, proxy, client)).await,
+            Pending::Tx(op) => Box::pin(crate::session::run_tx(op, client)).await,
             Pending::Blocking { slot, data } => {
-                Box::pin(crate::session::run_blocking(proxy, client, slot, data)).await
+                Box::pin(crate::session::run_blocking(client, slot, data)).await
             }
             Pending::Subscribe(_) => {
                 error_reply("ERR slotgate: internal: subscribe outside the client loop")

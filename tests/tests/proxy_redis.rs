@@ -871,3 +871,29 @@ fn scripts_route_by_keys_and_reload_after_noscript() {
     };
     assert!(e.starts_with(b"NOSCRIPT"), "{e:?}");
 }
+
+#[test]
+fn half_a_request_does_not_stall_other_clients() {
+    use slotgate_protocol::Frame;
+    let Some(cluster) = Cluster::redis(3, 0, 3000) else {
+        return;
+    };
+    // One worker thread, so both clients share it: a spinning reader would starve the other.
+    let proxy = start_proxy(&cluster.seed(), &["--threads", "1"]);
+    let mut half = Raw::connect(proxy.port);
+    half.send(b"*2\r\n$3\r\nGET\r\n$10\r\nabc");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut other = Raw::connect(proxy.port);
+    let t = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(other.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "other client stalled: {:?}",
+        t.elapsed()
+    );
+    // The half request completes later and is answered.
+    half.send(b"defghij\r\n");
+    assert_eq!(half.read(), Some(Frame::Null));
+}
