@@ -17,6 +17,7 @@ pub mod longdouble;
 pub mod pubsub;
 pub mod rdb;
 pub mod reply;
+pub mod replication;
 pub mod server;
 pub mod value;
 

@@ -167,6 +167,8 @@ pub struct Server {
     pub auth_required: AtomicBool,
     /// Cluster mode state (`cluster-enabled yes`), None in standalone mode.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Replication state: role, replication ID and offset, replicas, master link.
+    pub repl: crate::replication::Replication,
 }
 
 /// Random 40-hex identifier (run ids, node ids, replication ids).
@@ -204,6 +206,7 @@ impl Server {
         };
         Ok(Server {
             cluster,
+            repl: crate::replication::Replication::new(),
             ks: Keyspace::new(dbs),
             log,
             config: RwLock::new(config),
