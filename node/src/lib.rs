@@ -16,8 +16,8 @@ pub mod log;
 pub mod longdouble;
 pub mod pubsub;
 pub mod rdb;
-pub mod reply;
 pub mod replication;
+pub mod reply;
 pub mod server;
 pub mod value;
 
@@ -52,7 +52,11 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         }
     };
     let server = match server::Server::new(config) {
-        Ok(s) => Arc::new(s),
+        Ok(s) => {
+            let s = Arc::new(s);
+            let _ = s.me.set(Arc::downgrade(&s));
+            s
+        }
         Err(e) => {
             eprintln!("Can't open the log file: {e}");
             return 1;
