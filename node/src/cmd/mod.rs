@@ -438,6 +438,10 @@ pub fn run<'a>(
     if dirty > 0 {
         server.stats.dirty.add(client.handle.id, dirty);
         if server.repl.feeding() && !client.from_master {
+            let rewrite = rewrite.or_else(|| {
+                let reply = out.buf.get(buf_before..).unwrap_or_default();
+                crate::replication::rewrite::rewrite(spec.name, args, ks, reply)
+            });
             match rewrite {
                 Some(cmds) => {
                     for c in &cmds {

@@ -22,6 +22,7 @@
 
 pub mod master;
 pub mod replica;
+pub mod rewrite;
 
 use crate::server::Server;
 use bytes::Bytes;
