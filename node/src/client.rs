@@ -197,6 +197,8 @@ pub struct Client {
     pub from_master: bool,
     /// Replication offset after this client's last write (WAIT).
     pub woff: u64,
+    /// A MULTI was propagated for the EXEC running now (its EXEC closes it).
+    pub exec_multi_sent: bool,
     /// `REPLCONF listening-port` of a replica connection.
     pub repl_port: u16,
     /// `REPLCONF ip-address` of a replica connection.
@@ -225,6 +227,7 @@ impl Client {
             now_ms: crate::db::now_ms(),
             from_master: false,
             woff: 0,
+            exec_multi_sent: false,
             repl_port: 0,
             repl_ip: None,
         }

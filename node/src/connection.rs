@@ -196,7 +196,7 @@ impl Conn {
         let args = std::mem::take(&mut self.args);
         // CLIENT PAUSE WRITE (manual failover): writes wait until the pause ends; they are
         // then routed afresh (a node that stopped being master answers MOVED).
-        if server.repl.writes_paused(crate::db::now_ms()) {
+        if server.repl.pause_set() && server.repl.writes_paused(crate::db::now_ms()) {
             self.wait_unpaused(&args).await?;
         }
         let outcome = cmd::dispatch(&server, &mut self.client, &mut self.out, &args);

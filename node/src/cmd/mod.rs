@@ -438,17 +438,29 @@ pub fn run<'a>(
     if dirty > 0 {
         server.stats.dirty.add(client.handle.id, dirty);
         if server.repl.feeding() && !client.from_master {
-            let rewrite = rewrite.or_else(|| {
-                let reply = out.buf.get(buf_before..).unwrap_or_default();
-                crate::replication::rewrite::rewrite(spec.name, args, ks, reply)
-            });
-            match rewrite {
-                Some(cmds) => {
-                    for c in &cmds {
-                        server.repl.propagate_bytes(client.db, c);
-                    }
+            if spec.name == "exec" {
+                // A transaction reaches replicas as MULTI ... EXEC around its writes.
+                if client.exec_multi_sent {
+                    client.exec_multi_sent = false;
+                    server.repl.propagate(client.db, &[b"EXEC"]);
                 }
-                None => server.repl.propagate_bytes(client.db, args),
+            } else {
+                let rewrite = rewrite.or_else(|| {
+                    let reply = out.buf.get(buf_before..).unwrap_or_default();
+                    crate::replication::rewrite::rewrite(spec.name, args, ks, reply)
+                });
+                if in_exec && !client.exec_multi_sent {
+                    client.exec_multi_sent = true;
+                    server.repl.propagate(client.db, &[b"MULTI"]);
+                }
+                match rewrite {
+                    Some(cmds) => {
+                        for c in &cmds {
+                            server.repl.propagate_bytes(client.db, c);
+                        }
+                    }
+                    None => server.repl.propagate_bytes(client.db, args),
+                }
             }
             client.woff = server.repl.offset();
         }

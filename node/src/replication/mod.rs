@@ -300,6 +300,11 @@ impl Replication {
         self.paused_until_ms.store(0, Ordering::Release);
     }
 
+    /// True when a write pause was requested (cheap pre-check: no clock read).
+    pub fn pause_set(&self) -> bool {
+        self.paused_until_ms.load(Ordering::Relaxed) != 0
+    }
+
     /// True while client writes are paused.
     pub fn writes_paused(&self, now_ms: u64) -> bool {
         self.paused_until_ms.load(Ordering::Acquire) > now_ms
