@@ -16,8 +16,8 @@ pub mod log;
 pub mod longdouble;
 pub mod pubsub;
 pub mod rdb;
-pub mod reply;
 pub mod replication;
+pub mod reply;
 pub mod server;
 pub mod value;
 

@@ -1079,6 +1079,7 @@ fn handle(
     let now = now_ms();
     let fx = {
         let mut st = cluster.state.lock();
+        st.me_mut().repl_offset = server.repl.offset();
         let fx = st.process(msg, link_node, peer_ip, local_ip, now);
         cluster.commit(&mut st, &server.log);
         fx
@@ -1389,8 +1390,27 @@ async fn cron(server: Arc<Server>, cluster: Arc<Cluster>) {
             }
             st.check_pfail(id, now);
         }
+        st.me_mut().repl_offset = server.repl.offset();
+        let upstream = st.desired_upstream();
         cluster.commit(&mut st, &server.log);
+        drop(st);
+        reconcile_replication(&server, upstream);
     }
+}
+
+/// Points replication at the master the cluster state says we follow (or makes this node a
+/// master). `upstream` is [`State::desired_upstream`]: `None` = keep the current replication
+/// role (a replica whose master has no known address yet).
+pub fn reconcile_replication(server: &Arc<Server>, upstream: Option<Option<(String, u16)>>) {
+    let Some(target) = upstream else {
+        return;
+    };
+    if server.repl.master() == target {
+        return;
+    }
+    let replica = target.is_some();
+    crate::replication::Replication::set_master(server, target);
+    server.log.set_role(if replica { 'S' } else { 'M' });
 }
 
 /// Sends a PUBLISH to every node (Redis Cluster delivers PUBLISH cluster-wide). For the

@@ -638,6 +638,22 @@ impl State {
         }
     }
 
+    /// The replication upstream this node should have according to the cluster state:
+    /// `Some(Some((ip, port)))` of my master when I am a replica and its address is known,
+    /// `Some(None)` when I am a master (with or without slots), `None` when I am a replica
+    /// whose master's address is not known yet (keep replicating as now).
+    pub fn desired_upstream(&self) -> Option<Option<(String, u16)>> {
+        let me = self.me();
+        if !me.is_slave() {
+            return Some(None);
+        }
+        let m = me.master.and_then(|m| self.nodes.get(&m))?;
+        if m.flags & NOADDR != 0 || m.ip.is_empty() || m.port == 0 {
+            return None;
+        }
+        Some(Some((m.ip.clone(), m.port)))
+    }
+
     /// Replicas of `master`.
     pub fn replicas_of(&self, master: NodeId) -> Vec<NodeId> {
         let mut v: Vec<NodeId> = self
@@ -1426,6 +1442,31 @@ mod tests {
             st.route_slow(1, false, 0, false, false, false, false),
             Err(Redirect::Error(ERR_DOWN))
         );
+    }
+
+    #[test]
+    fn desired_upstream_follows_cluster_role() {
+        let mut st = State::new(1);
+        // A node with no slots and no master is a master.
+        assert_eq!(st.desired_upstream(), Some(None));
+        let m = NodeId::random();
+        let mut n = Node::new(m, MASTER, 1);
+        n.ip = "127.0.0.1".into();
+        n.port = 7001;
+        st.nodes.insert(m, n);
+        st.set_my_master(m);
+        assert_eq!(
+            st.desired_upstream(),
+            Some(Some(("127.0.0.1".to_string(), 7001)))
+        );
+        // Master address unknown: keep whatever replication does now.
+        if let Some(n) = st.nodes.get_mut(&m) {
+            n.flags |= NOADDR;
+        }
+        assert_eq!(st.desired_upstream(), None);
+        let me = st.myself;
+        st.set_node_as_master(me);
+        assert_eq!(st.desired_upstream(), Some(None));
     }
 
     #[test]
