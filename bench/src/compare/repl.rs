@@ -13,7 +13,8 @@
 //!   the key on the replica in a tight loop until it returns `<seq>`. The lag of a probe is
 //!   the time from the master's `+OK` to the first replica read that returns the new value
 //!   (resolution: one GET round trip). Reported: p50 / p99 / max over all probes.
-//! * **Full sync time**: `DEBUG POPULATE <--sync-keys>` on a standalone master, then a replica
+//! * **Full sync time**: `DEBUG POPULATE <--sync-keys>` on a standalone master (started with
+//!   `--enable-debug-command local`, which Redis 7 needs for DEBUG), then a replica
 //!   is started with `--replicaof`; the time from its spawn until it reports
 //!   `master_link_status:up` and the master's DBSIZE (polled every 20 ms).
 //!
@@ -154,6 +155,14 @@ pub(crate) fn run(
                 extra: a.node_args.clone(),
             },
         });
+    }
+    // Servers run in their own directories: a relative binary path must not depend on that.
+    for k in kinds.iter_mut() {
+        if k.bin.components().count() > 1 {
+            if let Ok(abs) = std::fs::canonicalize(&k.bin) {
+                k.bin = abs;
+            }
+        }
     }
     let mut rep = ReplReport {
         started: SystemTime::now(),
@@ -835,7 +844,13 @@ fn measure_full_sync(
     stop: &AtomicBool,
 ) -> Result<SyncResult> {
     let mp = free_port_pair()?;
-    let _master = spawn(kind, mp, &dir.join("master"), None, &[])?;
+    let _master = spawn(
+        kind,
+        mp,
+        &dir.join("master"),
+        None,
+        &["--enable-debug-command", "local"],
+    )?;
     let t = Instant::now();
     let n = keys.to_string();
     let reply = call(mp, &["DEBUG", "POPULATE", &n], Duration::from_secs(300))?;
@@ -860,18 +875,34 @@ fn measure_full_sync(
     let limit = left
         .min(Duration::from_secs(300))
         .max(Duration::from_secs(10));
-    poll(
-        "the replica's link up with every key",
-        limit,
-        POLL,
-        stop,
-        || linked_to(rp, mp) && dbsize(rp) == Some(want),
-    )?;
-    Ok(SyncResult {
-        keys,
-        secs: t0.elapsed().as_secs_f64(),
-        populate_secs,
-    })
+    let mut started = false;
+    let mut last = String::new();
+    // Bounded by `limit` (and LINK_TIMEOUT while no sync has started) and the stop flag.
+    while t0.elapsed() < limit {
+        check_stop(stop)?;
+        let link = info_field(rp, "replication", "master_link_status");
+        let syncing = info_field(rp, "replication", "master_sync_in_progress");
+        let n = dbsize(rp);
+        if link.as_deref() == Some("up") && n == Some(want) {
+            return Ok(SyncResult {
+                keys,
+                secs: t0.elapsed().as_secs_f64(),
+                populate_secs,
+            });
+        }
+        started |= syncing.as_deref() == Some("1") || n.is_some_and(|n| n > 0);
+        last = format!(
+            "master_link_status:{}, master_sync_in_progress:{}, DBSIZE {}",
+            link.unwrap_or_default(),
+            syncing.unwrap_or_default(),
+            n.map_or("?".into(), |n| n.to_string())
+        );
+        if !started && t0.elapsed() > LINK_TIMEOUT {
+            bail!("no sync started within {LINK_TIMEOUT:?} ({last})");
+        }
+        std::thread::sleep(POLL);
+    }
+    bail!("the replica did not hold every key within {limit:?} ({last})")
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1015,7 +1046,8 @@ impl ReplReport {
         let _ = writeln!(o, "\n### Full sync\n");
         let _ = writeln!(
             o,
-            "`DEBUG POPULATE <keys>` on a standalone master, then a replica started with \
+            "`DEBUG POPULATE <keys>` on a standalone master (`--enable-debug-command local`), \
+             then a replica started with \
              `--replicaof`; time from its spawn until `master_link_status:up` and DBSIZE equal to \
              the master's (20 ms polls).\n"
         );
