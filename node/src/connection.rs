@@ -251,8 +251,13 @@ impl Conn {
     /// Holds a write command while client writes are paused (bounded by the pause).
     async fn wait_unpaused(&mut self, args: &[Bytes]) -> std::io::Result<()> {
         use slotgate_protocol::commands::{self, flags};
-        let write = commands::resolve(args)
-            .is_some_and(|s| s.has_flag(flags::WRITE) || s.has_flag(flags::MAY_REPLICATE));
+        let spec = commands::resolve(args);
+        let write =
+            spec.is_some_and(|s| s.has_flag(flags::WRITE) || s.has_flag(flags::MAY_REPLICATE));
+        // CLIENT PAUSE ALL holds every command except the ones that end or inspect a pause.
+        let write = write
+            || (self.server.repl.pause_is_all()
+                && !spec.is_some_and(|s| matches!(s.name, "client|unpause" | "info" | "ping")));
         if !write || self.client.from_master {
             return Ok(());
         }

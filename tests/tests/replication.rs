@@ -287,7 +287,7 @@ fn wait_command(bin: &Path) {
     let mut c = Conn::connect(m.port, Duration::from_secs(5)).expect("connect");
     c.call(&["SET", "w", "1"]).expect("set");
     assert_eq!(
-        c.call(&["WAIT", "1", "1000"]).expect("wait"),
+        c.call(&["WAIT", "1", "5000"]).expect("wait"),
         Frame::Integer(1)
     );
     c.call(&["SET", "w", "2"]).expect("set");

@@ -291,7 +291,35 @@ fn client(ctx: &mut Ctx) -> Outcome {
                 ctx.out.syntax_error();
             }
         }
-        b"pause" | b"unpause" => ctx.out.ok(),
+        b"pause" => {
+            let Some(ms) = slotgate_protocol::resp::parse_i64(ctx.arg(2)).filter(|n| *n >= 0)
+            else {
+                ctx.out
+                    .error("ERR timeout is not an integer or out of range");
+                return Outcome::Done;
+            };
+            let all = match ctx.args.get(3) {
+                None => true,
+                Some(m) if m.eq_ignore_ascii_case(b"all") => true,
+                Some(m) if m.eq_ignore_ascii_case(b"write") => false,
+                Some(_) => {
+                    ctx.out.syntax_error();
+                    return Outcome::Done;
+                }
+            };
+            if ctx.args.len() > 4 {
+                ctx.out.syntax_error();
+                return Outcome::Done;
+            }
+            ctx.server
+                .repl
+                .pause_clients(crate::db::now_ms() + ms as u64, all);
+            ctx.out.ok();
+        }
+        b"unpause" => {
+            ctx.server.repl.unpause_writes();
+            ctx.out.ok();
+        }
         b"help" => {
             let lines = [
                 "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",

@@ -392,7 +392,10 @@ pub fn run<'a>(
             own = Locked::new(&server.ks, client.db, client.now_ms);
             if client.from_master {
                 own.ignore_expired = true;
-            } else if server.repl.is_replica() {
+            } else if server.repl.is_replica()
+                || (server.repl.pause_set() && server.repl.writes_paused(client.now_ms))
+            {
+                // Replicas, and masters during CLIENT PAUSE, hide expired keys but keep them.
                 own.no_delete_expired = true;
             } else if server.repl.feeding() {
                 own.track_expired = true;

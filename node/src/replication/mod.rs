@@ -116,6 +116,7 @@ pub struct Replication {
     feeding: AtomicBool,
     is_replica: AtomicBool,
     paused_until_ms: AtomicU64,
+    pause_all: AtomicBool,
     /// Bumped by every change of master: a replica link task of an older generation exits.
     generation: AtomicU64,
     /// Wakes master-side link tasks parked waiting for stream bytes.
@@ -184,6 +185,7 @@ impl Replication {
             feeding: AtomicBool::new(false),
             is_replica: AtomicBool::new(false),
             paused_until_ms: AtomicU64::new(0),
+            pause_all: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             stream_notify: tokio::sync::Notify::new(),
             link_parked: AtomicBool::new(false),
@@ -309,9 +311,21 @@ impl Replication {
         self.paused_until_ms.store(until_ms, Ordering::Release);
     }
 
+    /// CLIENT PAUSE: pauses writes (`all` = every command) until `until_ms`.
+    pub fn pause_clients(&self, until_ms: u64, all: bool) {
+        self.pause_all.store(all, Ordering::Release);
+        self.paused_until_ms.store(until_ms, Ordering::Release);
+    }
+
+    /// True when the current pause holds every command, not only writes.
+    pub fn pause_is_all(&self) -> bool {
+        self.pause_all.load(Ordering::Acquire)
+    }
+
     /// Ends a write pause early.
     pub fn unpause_writes(&self) {
         self.paused_until_ms.store(0, Ordering::Release);
+        self.pause_all.store(false, Ordering::Release);
     }
 
     /// True when a write pause was requested (cheap pre-check: no clock read).
