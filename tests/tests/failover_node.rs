@@ -610,3 +610,76 @@ fn failover_time_beside_redis() {
         "{t_ours:?}"
     );
 }
+
+#[test]
+fn two_replicas_one_is_elected_the_other_follows_it() {
+    if !require_cli() {
+        return;
+    }
+    let bin = our_bin("slotgate-node");
+    let timeout = 1500;
+    let mut c = TestCluster::start(&bin, 3, 1, timeout, &[]);
+    let extra = Node::spawn(&bin, timeout, &[]);
+    let (ok, out) = redis_cli(&[
+        "--cluster",
+        "add-node",
+        &extra.addr(),
+        &c.nodes[0].addr(),
+        "--cluster-slave",
+        "--cluster-master-id",
+        &c.nodes[0].myid(),
+    ]);
+    assert!(ok, "{out}");
+    c.nodes.push(extra);
+    let m0 = c.nodes[0].myid();
+    wait_for(
+        "master 0 has two replicas everywhere",
+        Duration::from_secs(20),
+        || {
+            c.live()
+                .all(|n| n.view().iter().filter(|l| l.master == m0).count() == 2)
+        },
+    );
+    c.wait_ok(Duration::from_secs(20));
+    let replicas: Vec<usize> = c.nodes[0]
+        .view()
+        .into_iter()
+        .filter(|l| l.master == m0)
+        .map(|l| c.by_port(l.port))
+        .collect();
+    c.nodes[0].kill9();
+    let mut winner = None;
+    wait_for(
+        "one replica promoted",
+        Duration::from_millis(timeout + 15_000),
+        || {
+            winner = replicas.iter().copied().find(|&r| {
+                c.nodes[r]
+                    .view()
+                    .iter()
+                    .any(|l| l.flags.contains("myself,master") && l.slots)
+            });
+            winner.is_some()
+        },
+    );
+    let w = winner.expect("winner");
+    let loser = replicas.into_iter().find(|&r| r != w).expect("loser");
+    let wid = c.nodes[w].myid();
+    wait_for(
+        "the other replica follows the winner everywhere",
+        Duration::from_secs(15),
+        || {
+            let lid = c.nodes[loser].myid();
+            c.live()
+                .all(|n| n.view().iter().any(|l| l.id == lid && l.master == wid))
+        },
+    );
+    c.wait_ok(Duration::from_secs(15));
+    assert!(
+        c.nodes[loser]
+            .log()
+            .contains("Configuration change detected. Reconfiguring myself as a replica of"),
+        "{}",
+        c.nodes[loser].log()
+    );
+}
