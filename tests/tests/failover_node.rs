@@ -144,6 +144,12 @@ impl Node {
         parse_nodes(&self.cli(&["cluster", "nodes"]))
     }
 
+    /// INFO replication says this node follows `master` (role:slave, master_port).
+    fn follows(&self, master: &Node) -> bool {
+        let i = self.cli(&["info", "replication"]);
+        i.contains("role:slave") && i.contains(&format!("master_port:{}\r\n", master.port))
+    }
+
     fn state_ok(&self) -> bool {
         self.cli(&["cluster", "info"]).contains("cluster_state:ok")
     }
@@ -386,6 +392,11 @@ fn kill_master_replica_takes_over_and_old_master_rejoins_as_replica() {
         .find(|l| l.flags.contains("myself"))
         .expect("myself");
     assert!(me.flags.contains("slave") && me.master == new_id, "{me:?}");
+    wait_for(
+        "INFO: the old master replicates the new one",
+        Duration::from_secs(10),
+        || c.nodes[master].follows(&c.nodes[replica]),
+    );
     c.wait_ok(Duration::from_secs(20));
 }
 
@@ -436,6 +447,11 @@ fn cluster_failover_default_force_and_takeover_promote_the_replica() {
         if mode != Some("takeover") {
             assert!(log.contains("Failover election won"), "{log}");
         }
+        wait_for(
+            "INFO: the old master replicates the new one",
+            Duration::from_secs(10),
+            || c.nodes[master].follows(&c.nodes[r]),
+        );
         assert!(t.elapsed() < Duration::from_secs(30));
     }
     c.wait_ok(Duration::from_secs(15));
@@ -577,6 +593,11 @@ fn stopped_master_is_failed_over_and_rejoins_as_replica() {
         "the old master follows the new one",
         Duration::from_secs(20),
         || c.promoted_everywhere(r, 0),
+    );
+    wait_for(
+        "INFO: the old master replicates the new one",
+        Duration::from_secs(10),
+        || c.nodes[0].follows(&c.nodes[r]),
     );
     c.wait_ok(Duration::from_secs(20));
 }
