@@ -484,7 +484,7 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
     let replicaof = server.config.read().get("replicaof").to_string();
     if let Some((host, port)) = replicaof.split_once(' ') {
         if let Ok(port) = port.trim().parse::<u16>() {
-            crate::replication::Replication::set_master(&server, Some((host.to_string(), port)));
+            crate::replication::Replication::start_as_replica(&server, (host.to_string(), port));
         }
     }
     // Cluster mode: the gossip bus on port + 10000 (or cluster-port).

@@ -238,6 +238,16 @@ impl Replication {
     /// Follows `target` (Some) or becomes a master keeping its data (None). Idempotent: the
     /// same target again changes nothing. Safe to call from the cluster cron every tick.
     pub fn set_master(server: &Arc<Server>, target: Option<(String, u16)>) {
+        Self::change_master(server, target, true);
+    }
+
+    /// Follows `target` from the start (`replicaof` in the config): like Redis, a node that
+    /// starts as a replica has no history of its own to offer and asks for a full sync.
+    pub fn start_as_replica(server: &Arc<Server>, target: (String, u16)) {
+        Self::change_master(server, Some(target), false);
+    }
+
+    fn change_master(server: &Arc<Server>, target: Option<(String, u16)>, cache_self: bool) {
         let r = &server.repl;
         let mut f = r.feed.lock();
         let mut i = r.inner.lock();
@@ -255,7 +265,7 @@ impl Replication {
                 i.link_down_since_ms = crate::db::now_ms();
                 if !was_replica {
                     // Our own history is what we offer the new master for a partial resync.
-                    i.has_history = true;
+                    i.has_history = cache_self;
                     i.master_db = f.stream_db.unwrap_or(0);
                 }
                 // Replicas of ours must resync with the new history.
