@@ -704,3 +704,60 @@ fn two_replicas_one_is_elected_the_other_follows_it() {
         c.nodes[loser].log()
     );
 }
+
+#[test]
+fn no_failover_replica_waits_for_a_manual_failover() {
+    if !require_cli() {
+        return;
+    }
+    let timeout = 1000;
+    let mut c = TestCluster::start(
+        &our_bin("slotgate-node"),
+        3,
+        1,
+        timeout,
+        &["--cluster-replica-no-failover", "yes"],
+    );
+    let r = c.replica_of(0);
+    let rid = c.nodes[r].myid();
+    // The flag is announced to the others.
+    wait_for(
+        "nofailover seen by the others",
+        Duration::from_secs(10),
+        || {
+            c.nodes[1]
+                .view()
+                .iter()
+                .any(|l| l.id == rid && l.flags.contains("nofailover"))
+        },
+    );
+    c.nodes[0].kill9();
+    let m0 = c.nodes[0].port;
+    wait_for("the master is FAIL", Duration::from_secs(15), || {
+        c.nodes[1]
+            .view()
+            .iter()
+            .any(|l| l.port == m0 && l.flags.contains("fail") && !l.flags.contains("fail?"))
+    });
+    std::thread::sleep(Duration::from_millis(3000));
+    assert!(
+        c.nodes[r]
+            .view()
+            .iter()
+            .any(|l| l.id == rid && l.flags.contains("slave")),
+        "a no-failover replica was promoted"
+    );
+    assert!(c.nodes[1]
+        .cli(&["cluster", "info"])
+        .contains("cluster_state:fail"));
+    // A manual FORCE failover still promotes it.
+    assert!(c.nodes[r]
+        .cli(&["cluster", "failover", "force"])
+        .contains("OK"));
+    wait_for(
+        "FORCE promotes the no-failover replica",
+        Duration::from_secs(15),
+        || c.promoted_everywhere(r, 0),
+    );
+    c.wait_ok(Duration::from_secs(15));
+}
