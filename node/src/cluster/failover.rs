@@ -237,7 +237,7 @@ impl State {
         }
         self.fo.cant_reason = reason;
         // Nothing is logged while a failover can still happen in a reasonable time.
-        let quiet = self.node_timeout + 5000;
+        let quiet = self.node_timeout.saturating_add(5000);
         if let Some(m) = self.my_master().and_then(|m| self.nodes.get(&m)) {
             if m.failed() && now.saturating_sub(m.fail_time) < quiet {
                 return;
@@ -258,8 +258,8 @@ impl State {
     /// The replica side of automatic and manual failover (Redis's clusterHandleSlaveFailover).
     pub fn handle_replica_failover(&mut self, now: u64, repl: ReplView) {
         let manual = self.fo.mf_end != 0 && self.fo.mf_can_start;
-        let auth_timeout = (self.node_timeout * 2).max(2000);
-        let auth_retry = auth_timeout * 2;
+        let auth_timeout = self.node_timeout.saturating_mul(2).max(2000);
+        let auth_retry = auth_timeout.saturating_mul(2);
         let auth_age = now.saturating_sub(self.fo.auth_time);
         let master = match self.my_master().and_then(|m| self.nodes.get(&m)) {
             Some(m) if self.i_am_slave() => m,
@@ -281,7 +281,11 @@ impl State {
         }
         if self.fo.validity_factor != 0
             && data_age
-                > self.fo.repl_ping_period * 1000 + self.node_timeout * self.fo.validity_factor
+                > self
+                    .fo
+                    .repl_ping_period
+                    .saturating_mul(1000)
+                    .saturating_add(self.node_timeout.saturating_mul(self.fo.validity_factor))
             && !manual
         {
             self.log_cant_failover(CantFailover::DataAge, now);
@@ -371,7 +375,7 @@ impl State {
             .my_master()
             .and_then(|m| self.nodes.get(&m))
             .is_some_and(|m| m.failed());
-        let auth_timeout = (self.node_timeout * 2).max(2000);
+        let auth_timeout = self.node_timeout.saturating_mul(2).max(2000);
         if (!manual && !master_failed) || now.saturating_sub(self.fo.auth_time) > auth_timeout {
             return;
         }
@@ -494,12 +498,12 @@ impl State {
         };
         let master_id = master.id;
         let since_vote = now.saturating_sub(master.voted_time);
-        if master.voted_time != 0 && since_vote < self.node_timeout * 2 {
+        if master.voted_time != 0 && since_vote < self.node_timeout.saturating_mul(2) {
             self.log.push((
                 true,
                 format!(
                     "Failover auth denied to {sender}: can't vote about this master before {} milliseconds",
-                    self.node_timeout * 2 - since_vote
+                    self.node_timeout.saturating_mul(2) - since_vote
                 ),
             ));
             return;

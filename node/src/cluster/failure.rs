@@ -36,7 +36,7 @@ impl State {
     /// Drops stale reports and returns how many valid ones remain (CLUSTER
     /// COUNT-FAILURE-REPORTS).
     pub fn count_failure_reports(&mut self, node: NodeId, now: u64) -> usize {
-        let max_age = self.node_timeout * REPORT_VALIDITY_MULT;
+        let max_age = self.node_timeout.saturating_mul(REPORT_VALIDITY_MULT);
         match self.nodes.get_mut(&node) {
             Some(n) => {
                 n.fail_reports
@@ -92,7 +92,7 @@ impl State {
                 format!("Clear FAIL state for node {node}: is reachable again."),
             ));
             self.todo_save = true;
-        } else if now.saturating_sub(n.fail_time) > timeout * FAIL_UNDO_TIME_MULT {
+        } else if now.saturating_sub(n.fail_time) > timeout.saturating_mul(FAIL_UNDO_TIME_MULT) {
             n.flags &= !FAIL;
             self.log.push((
                 false,
