@@ -144,6 +144,12 @@ impl Node {
         parse_nodes(&self.cli(&["cluster", "nodes"]))
     }
 
+    /// INFO replication says this node follows `master` (role:slave, master_port).
+    fn follows(&self, master: &Node) -> bool {
+        let i = self.cli(&["info", "replication"]);
+        i.contains("role:slave") && i.contains(&format!("master_port:{}\r\n", master.port))
+    }
+
     fn state_ok(&self) -> bool {
         self.cli(&["cluster", "info"]).contains("cluster_state:ok")
     }
@@ -386,6 +392,11 @@ fn kill_master_replica_takes_over_and_old_master_rejoins_as_replica() {
         .find(|l| l.flags.contains("myself"))
         .expect("myself");
     assert!(me.flags.contains("slave") && me.master == new_id, "{me:?}");
+    wait_for(
+        "INFO: the old master replicates the new one",
+        Duration::from_secs(10),
+        || c.nodes[master].follows(&c.nodes[replica]),
+    );
     c.wait_ok(Duration::from_secs(20));
 }
 
@@ -436,6 +447,11 @@ fn cluster_failover_default_force_and_takeover_promote_the_replica() {
         if mode != Some("takeover") {
             assert!(log.contains("Failover election won"), "{log}");
         }
+        wait_for(
+            "INFO: the old master replicates the new one",
+            Duration::from_secs(10),
+            || c.nodes[master].follows(&c.nodes[r]),
+        );
         assert!(t.elapsed() < Duration::from_secs(30));
     }
     c.wait_ok(Duration::from_secs(15));
@@ -578,6 +594,11 @@ fn stopped_master_is_failed_over_and_rejoins_as_replica() {
         Duration::from_secs(20),
         || c.promoted_everywhere(r, 0),
     );
+    wait_for(
+        "INFO: the old master replicates the new one",
+        Duration::from_secs(10),
+        || c.nodes[0].follows(&c.nodes[r]),
+    );
     c.wait_ok(Duration::from_secs(20));
 }
 
@@ -609,4 +630,134 @@ fn failover_time_beside_redis() {
         t_ours <= Duration::from_millis(timeout + 2000),
         "{t_ours:?}"
     );
+}
+
+#[test]
+fn two_replicas_one_is_elected_the_other_follows_it() {
+    if !require_cli() {
+        return;
+    }
+    let bin = our_bin("slotgate-node");
+    let timeout = 1500;
+    let mut c = TestCluster::start(&bin, 3, 1, timeout, &[]);
+    let extra = Node::spawn(&bin, timeout, &[]);
+    let (ok, out) = redis_cli(&[
+        "--cluster",
+        "add-node",
+        &extra.addr(),
+        &c.nodes[0].addr(),
+        "--cluster-slave",
+        "--cluster-master-id",
+        &c.nodes[0].myid(),
+    ]);
+    assert!(ok, "{out}");
+    c.nodes.push(extra);
+    let m0 = c.nodes[0].myid();
+    wait_for(
+        "master 0 has two replicas everywhere",
+        Duration::from_secs(20),
+        || {
+            c.live()
+                .all(|n| n.view().iter().filter(|l| l.master == m0).count() == 2)
+        },
+    );
+    c.wait_ok(Duration::from_secs(20));
+    let replicas: Vec<usize> = c.nodes[0]
+        .view()
+        .into_iter()
+        .filter(|l| l.master == m0)
+        .map(|l| c.by_port(l.port))
+        .collect();
+    c.nodes[0].kill9();
+    let mut winner = None;
+    wait_for(
+        "one replica promoted",
+        Duration::from_millis(timeout + 15_000),
+        || {
+            winner = replicas.iter().copied().find(|&r| {
+                c.nodes[r]
+                    .view()
+                    .iter()
+                    .any(|l| l.flags.contains("myself,master") && l.slots)
+            });
+            winner.is_some()
+        },
+    );
+    let w = winner.expect("winner");
+    let loser = replicas.into_iter().find(|&r| r != w).expect("loser");
+    let wid = c.nodes[w].myid();
+    wait_for(
+        "the other replica follows the winner everywhere",
+        Duration::from_secs(15),
+        || {
+            let lid = c.nodes[loser].myid();
+            c.live()
+                .all(|n| n.view().iter().any(|l| l.id == lid && l.master == wid))
+        },
+    );
+    c.wait_ok(Duration::from_secs(15));
+    assert!(
+        c.nodes[loser]
+            .log()
+            .contains("Configuration change detected. Reconfiguring myself as a replica of"),
+        "{}",
+        c.nodes[loser].log()
+    );
+}
+
+#[test]
+fn no_failover_replica_waits_for_a_manual_failover() {
+    if !require_cli() {
+        return;
+    }
+    let timeout = 1000;
+    let mut c = TestCluster::start(
+        &our_bin("slotgate-node"),
+        3,
+        1,
+        timeout,
+        &["--cluster-replica-no-failover", "yes"],
+    );
+    let r = c.replica_of(0);
+    let rid = c.nodes[r].myid();
+    // The flag is announced to the others.
+    wait_for(
+        "nofailover seen by the others",
+        Duration::from_secs(10),
+        || {
+            c.nodes[1]
+                .view()
+                .iter()
+                .any(|l| l.id == rid && l.flags.contains("nofailover"))
+        },
+    );
+    c.nodes[0].kill9();
+    let m0 = c.nodes[0].port;
+    wait_for("the master is FAIL", Duration::from_secs(15), || {
+        c.nodes[1]
+            .view()
+            .iter()
+            .any(|l| l.port == m0 && l.flags.contains("fail") && !l.flags.contains("fail?"))
+    });
+    std::thread::sleep(Duration::from_millis(3000));
+    assert!(
+        c.nodes[r]
+            .view()
+            .iter()
+            .any(|l| l.id == rid && l.flags.contains("slave")),
+        "a no-failover replica was promoted"
+    );
+    assert!(c.nodes[1]
+        .cli(&["cluster", "info"])
+        .contains("cluster_state:fail"));
+    // A manual FORCE failover still promotes it.
+    assert!(c.nodes[r]
+        .cli(&["cluster", "failover", "force"])
+        .contains("OK"));
+    wait_for(
+        "FORCE promotes the no-failover replica",
+        Duration::from_secs(15),
+        || c.promoted_everywhere(r, 0),
+    );
+    c.wait_ok(Duration::from_secs(15));
 }

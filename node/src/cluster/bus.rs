@@ -490,7 +490,7 @@ impl State {
             repl_offset: me.repl_offset,
             port: me.port,
             cport: me.cport,
-            flags: self.my_message_flags(now_ms()),
+            flags: self.my_message_flags(),
             state_ok: self.ok,
             ip: self.announce_ip.clone(),
             master: self.my_master(),
@@ -952,7 +952,7 @@ impl State {
             }
             Body::Empty if typ == AUTH_ACK => {
                 if let Some(s) = sender {
-                    self.handle_auth_ack(s, hdr.current_epoch);
+                    self.handle_auth_ack(s, hdr.current_epoch, now);
                 }
             }
             Body::Empty if typ == MFSTART => {

@@ -34,6 +34,8 @@ pub const MF_TIMEOUT: u64 = 5000;
 pub const MF_PAUSE_MULT: u64 = 2;
 /// An orphaned master must stay orphaned this long before a replica migrates to it.
 pub const MIGRATION_DELAY: u64 = 5000;
+/// A paused master announces its offset as final once it has not moved for this long.
+pub const MF_SETTLE_MS: u64 = 100;
 /// "Currently unable to failover" is logged again after this many milliseconds.
 const CANT_FAILOVER_RELOG_MS: u64 = 10_000;
 
@@ -99,6 +101,12 @@ pub struct Failover {
     pub mf_replica: Option<NodeId>,
     /// Master: when writes were paused for the manual failover (ms).
     pub mf_paused_at: u64,
+    /// Master: my offset at the last cron tick of the manual failover, and since when it has
+    /// not moved (ms).
+    pub mf_last_offset: (u64, u64),
+    /// Master: the offset announced as final (PAUSED): it has not moved for a while after
+    /// the pause, so writes that were already executing when the pause began are in it.
+    pub mf_final_offset: Option<u64>,
     /// Replica: my master's offset announced while it was paused.
     pub mf_master_offset: Option<u64>,
     /// Pending request for the bus: pause client writes until this time (ms).
@@ -141,6 +149,8 @@ impl State {
         self.fo.mf_can_start = false;
         self.fo.mf_replica = None;
         self.fo.mf_paused_at = 0;
+        self.fo.mf_last_offset = (0, 0);
+        self.fo.mf_final_offset = None;
         self.fo.mf_master_offset = None;
     }
 
@@ -163,17 +173,32 @@ impl State {
     }
 
     /// Header flag word of my messages: my node flags plus the PAUSED message flag while I
-    /// am a master paused for a manual failover (after the pause has settled).
-    pub fn my_message_flags(&self, now: u64) -> u16 {
+    /// am a master paused for a manual failover whose offset (the header's) is final.
+    pub fn my_message_flags(&self) -> u16 {
         let mut f = self.me().flags;
         if self.me().is_master()
             && self.fo.mf_end != 0
-            && self.fo.mf_paused_at != 0
-            && now >= self.fo.mf_paused_at + 50
+            && self.fo.mf_final_offset == Some(self.me().repl_offset)
         {
             f |= bus::MSGFLAG_PAUSED;
         }
         f
+    }
+
+    /// Master side of a manual failover, every cron tick: the offset becomes final once it
+    /// has stayed the same for [`MF_SETTLE_MS`] since the pause (a write that had passed the
+    /// pause check before the pause began may still be executing right after it).
+    fn settle_paused_offset(&mut self, now: u64, offset: u64) {
+        if self.fo.mf_end == 0 || self.fo.mf_paused_at == 0 || !self.me().is_master() {
+            return;
+        }
+        let (last, since) = self.fo.mf_last_offset;
+        if last != offset || since == 0 {
+            self.fo.mf_last_offset = (offset, now.max(self.fo.mf_paused_at));
+            self.fo.mf_final_offset = None;
+        } else if now.saturating_sub(since) >= MF_SETTLE_MS {
+            self.fo.mf_final_offset = Some(offset);
+        }
     }
 
     /// Queues `msg` for `to` (None = every node with a link), sent after the next commit.
@@ -212,7 +237,7 @@ impl State {
         }
         self.fo.cant_reason = reason;
         // Nothing is logged while a failover can still happen in a reasonable time.
-        let quiet = self.node_timeout + 5000;
+        let quiet = self.node_timeout.saturating_add(5000);
         if let Some(m) = self.my_master().and_then(|m| self.nodes.get(&m)) {
             if m.failed() && now.saturating_sub(m.fail_time) < quiet {
                 return;
@@ -233,8 +258,8 @@ impl State {
     /// The replica side of automatic and manual failover (Redis's clusterHandleSlaveFailover).
     pub fn handle_replica_failover(&mut self, now: u64, repl: ReplView) {
         let manual = self.fo.mf_end != 0 && self.fo.mf_can_start;
-        let auth_timeout = (self.node_timeout * 2).max(2000);
-        let auth_retry = auth_timeout * 2;
+        let auth_timeout = self.node_timeout.saturating_mul(2).max(2000);
+        let auth_retry = auth_timeout.saturating_mul(2);
         let auth_age = now.saturating_sub(self.fo.auth_time);
         let master = match self.my_master().and_then(|m| self.nodes.get(&m)) {
             Some(m) if self.i_am_slave() => m,
@@ -256,7 +281,11 @@ impl State {
         }
         if self.fo.validity_factor != 0
             && data_age
-                > self.fo.repl_ping_period * 1000 + self.node_timeout * self.fo.validity_factor
+                > self
+                    .fo
+                    .repl_ping_period
+                    .saturating_mul(1000)
+                    .saturating_add(self.node_timeout.saturating_mul(self.fo.validity_factor))
             && !manual
         {
             self.log_cant_failover(CantFailover::DataAge, now);
@@ -328,15 +357,26 @@ impl State {
             self.todo_save = true;
             return;
         }
-        self.check_election_won();
+        self.check_election_won(now);
     }
 
-    /// Promotes myself when the current election has a majority.
-    fn check_election_won(&mut self) {
+    /// Promotes myself when the current election has a majority and is still valid: not
+    /// expired, and my master is FAIL or my manual failover is still running (a manual
+    /// failover that timed out must not promote me: my master resumed taking writes).
+    fn check_election_won(&mut self, now: u64) {
         if !self.fo.auth_sent || !self.i_am_slave() {
             return;
         }
         if self.fo.auth_voters.len() < self.quorum() {
+            return;
+        }
+        let manual = self.fo.mf_end != 0 && self.fo.mf_can_start;
+        let master_failed = self
+            .my_master()
+            .and_then(|m| self.nodes.get(&m))
+            .is_some_and(|m| m.failed());
+        let auth_timeout = self.node_timeout.saturating_mul(2).max(2000);
+        if (!manual && !master_failed) || now.saturating_sub(self.fo.auth_time) > auth_timeout {
             return;
         }
         self.log
@@ -458,12 +498,12 @@ impl State {
         };
         let master_id = master.id;
         let since_vote = now.saturating_sub(master.voted_time);
-        if master.voted_time != 0 && since_vote < self.node_timeout * 2 {
+        if master.voted_time != 0 && since_vote < self.node_timeout.saturating_mul(2) {
             self.log.push((
                 true,
                 format!(
                     "Failover auth denied to {sender}: can't vote about this master before {} milliseconds",
-                    self.node_timeout * 2 - since_vote
+                    self.node_timeout.saturating_mul(2) - since_vote
                 ),
             ));
             return;
@@ -508,7 +548,7 @@ impl State {
 
     /// A FAILOVER_AUTH_ACK from `sender`: a vote, if it is a master serving slots and voted
     /// in my current election.
-    pub fn handle_auth_ack(&mut self, sender: NodeId, sender_current_epoch: u64) {
+    pub fn handle_auth_ack(&mut self, sender: NodeId, sender_current_epoch: u64, now: u64) {
         let Some(n) = self.nodes.get(&sender) else {
             return;
         };
@@ -518,7 +558,7 @@ impl State {
             && !self.fo.auth_voters.contains(&sender)
         {
             self.fo.auth_voters.push(sender);
-            self.check_election_won();
+            self.check_election_won(now);
         }
     }
 
@@ -750,6 +790,7 @@ impl State {
             self.reset_manual_failover();
         }
         // A paused master pings the replica taking over on every tick with its offset.
+        self.settle_paused_offset(now, repl.offset);
         if self.fo.mf_end != 0 && self.me().is_master() {
             if let Some(r) = self.fo.mf_replica {
                 self.send_ping(r, bus::PING, now);
@@ -913,12 +954,16 @@ mod tests {
             b => panic!("{b:?}"),
         }
         // Votes: a replica's or an old epoch's vote does not count; two masters make 2 of 3.
-        st.handle_auth_ack(ids[4], 4);
-        st.handle_auth_ack(ids[1], 3);
-        st.handle_auth_ack(ids[1], 4);
-        st.handle_auth_ack(ids[1], 4);
+        st.handle_auth_ack(ids[4], 4, t + 10);
+        st.handle_auth_ack(ids[1], 3, t + 10);
+        st.handle_auth_ack(ids[1], 4, t + 10);
+        st.handle_auth_ack(ids[1], 4, t + 10);
         assert!(st.i_am_slave());
-        st.handle_auth_ack(ids[2], 4);
+        // Too late: the election expired (2 s).
+        let mut late = st.clone_for_test();
+        late.handle_auth_ack(ids[2], 4, t + 2001);
+        assert!(late.i_am_slave());
+        st.handle_auth_ack(ids[2], 4, t + 20);
         assert!(st.me().is_master());
         assert_eq!(st.me().config_epoch, 4);
         assert_eq!(st.slots[0], Some(ids[3]));
@@ -1069,11 +1114,28 @@ mod tests {
             m.fo.todo_pause_until,
             Some(1000 + MF_TIMEOUT * MF_PAUSE_MULT)
         );
-        assert_eq!(m.my_message_flags(1000) & bus::MSGFLAG_PAUSED, 0);
-        assert_ne!(m.my_message_flags(1100) & bus::MSGFLAG_PAUSED, 0);
-        m.failover_cron(1000 + MF_TIMEOUT + 1, ReplView::default());
+        let at = |offset: u64| ReplView {
+            offset,
+            link_down_ms: None,
+        };
+        let paused = |m: &mut State, offset: u64| {
+            m.me_mut().repl_offset = offset;
+            m.my_message_flags() & bus::MSGFLAG_PAUSED != 0
+        };
+        m.failover_cron(1050, at(10));
+        assert!(!paused(&mut m, 10));
+        // A write that was executing when the pause began: the offset moves, settle again.
+        m.failover_cron(1120, at(20));
+        assert!(!paused(&mut m, 20));
+        m.failover_cron(1200, at(20));
+        assert!(!paused(&mut m, 20));
+        m.failover_cron(1220, at(20));
+        assert!(paused(&mut m, 20));
+        // The header offset must be the final one.
+        assert!(!paused(&mut m, 21));
+        m.failover_cron(1000 + MF_TIMEOUT + 1, at(20));
         assert!(m.fo.todo_unpause);
-        assert_eq!(m.my_message_flags(7000) & bus::MSGFLAG_PAUSED, 0);
+        assert!(!paused(&mut m, 20));
         // Becoming a replica also ends it.
         m.fo.todo_unpause = false;
         m.handle_mfstart(ids[3], 8000);
@@ -1138,6 +1200,20 @@ mod tests {
     impl State {
         fn clone_master_err(&mut self, mode: ManualMode) -> Result<(), &'static str> {
             self.manual_failover(mode, 0)
+        }
+
+        /// A copy of the parts of the state the election logic reads.
+        fn clone_for_test(&self) -> State {
+            let mut st = State::new(0);
+            st.myself = self.myself;
+            st.nodes = self.nodes.clone();
+            st.slots = self.slots.clone();
+            st.current_epoch = self.current_epoch;
+            st.size = self.size;
+            st.ok = self.ok;
+            st.node_timeout = self.node_timeout;
+            st.fo = self.fo.clone();
+            st
         }
     }
 }

@@ -36,7 +36,7 @@ impl State {
     /// Drops stale reports and returns how many valid ones remain (CLUSTER
     /// COUNT-FAILURE-REPORTS).
     pub fn count_failure_reports(&mut self, node: NodeId, now: u64) -> usize {
-        let max_age = self.node_timeout * REPORT_VALIDITY_MULT;
+        let max_age = self.node_timeout.saturating_mul(REPORT_VALIDITY_MULT);
         match self.nodes.get_mut(&node) {
             Some(n) => {
                 n.fail_reports
@@ -92,7 +92,7 @@ impl State {
                 format!("Clear FAIL state for node {node}: is reachable again."),
             ));
             self.todo_save = true;
-        } else if now.saturating_sub(n.fail_time) > timeout * FAIL_UNDO_TIME_MULT {
+        } else if now.saturating_sub(n.fail_time) > timeout.saturating_mul(FAIL_UNDO_TIME_MULT) {
             n.flags &= !FAIL;
             self.log.push((
                 false,
@@ -117,7 +117,8 @@ impl State {
         let data_delay = now.saturating_sub(n.data_received);
         if ping_delay.min(data_delay) > timeout && n.flags & (PFAIL | FAIL) == 0 {
             n.flags |= PFAIL;
-            self.todo_ping_masters = true;
+            // Only masters' reports count: spread mine at once.
+            self.todo_ping_masters |= self.me().is_master();
             self.log
                 .push((false, format!("*** NODE {node} possibly failing")));
             self.mark_failing_if_needed(node, now);

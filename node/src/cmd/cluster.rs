@@ -379,6 +379,14 @@ fn cluster(ctx: &mut Ctx) -> Outcome {
                 return Outcome::Done;
             }
             with_state(ctx, &c, |st| reset(st, hard));
+            if !is_master {
+                // A replica's data belonged to its master's slots: gone with them (as Redis).
+                ctx.ks.lock_all();
+                for (_, shard) in ctx.ks.shards_mut() {
+                    shard.clear();
+                }
+            }
+            c.wake.notify_one();
             ctx.out.ok();
         }
         "replicate" => {
@@ -665,6 +673,10 @@ fn reset(st: &mut State, hard: bool) {
     }
     st.migrating.clear();
     st.importing.clear();
+    st.reset_manual_failover();
+    st.fo.auth_time = 0;
+    st.fo.auth_sent = false;
+    st.fo.auth_voters.clear();
     for s in 0..SLOT_COUNT as u16 {
         st.del_slot(s);
     }
