@@ -14,10 +14,12 @@ pub mod db;
 pub mod glob;
 pub mod log;
 pub mod longdouble;
+// Prometheus `/metrics` (`metrics-port`), issue 7.
+pub mod metrics;
 pub mod pubsub;
 pub mod rdb;
-pub mod reply;
 pub mod replication;
+pub mod reply;
 pub mod server;
 pub mod value;
 
