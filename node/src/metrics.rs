@@ -327,7 +327,12 @@ pub fn render(server: &Server) -> String {
     let repl = crate::replication::info_fields(server);
     let field = |k: &str| repl.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
     let num = |k: &str| field(k).and_then(|v| v.parse::<f64>().ok());
-    let is_master = field("role") != Some("slave");
+    // In cluster mode the cluster's view of this node's role is authoritative (replication
+    // follows it); standalone, INFO's role.
+    let is_master = match &server.cluster {
+        Some(c) => c.state.lock().me().is_master(),
+        None => field("role") != Some("slave"),
+    };
     o.one(
         "is_master",
         "gauge",
