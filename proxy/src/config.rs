@@ -302,14 +302,18 @@ mod tests {
             Some(Command::Create(a)) => assert_eq!(a.nodes.len(), 3),
             other => panic!("{other:?}"),
         }
-        let c = Cli::parse_from(["slotgate", "probe", "h:1", "cluster", "info", "--expect", "ok"]);
+        let c = Cli::parse_from([
+            "slotgate", "probe", "h:1", "cluster", "info", "--expect", "ok",
+        ]);
         match c.command {
             Some(Command::Probe(a)) => {
                 assert_eq!(a.command, vec!["cluster", "info", "--expect", "ok"]);
             }
             other => panic!("{other:?}"),
         }
-        let c = Cli::parse_from(["slotgate", "probe", "--expect", "ok", "h:1", "cluster", "info"]);
+        let c = Cli::parse_from([
+            "slotgate", "probe", "--expect", "ok", "h:1", "cluster", "info",
+        ]);
         match c.command {
             Some(Command::Probe(a)) => {
                 assert_eq!(a.command, vec!["cluster", "info"]);

@@ -275,13 +275,16 @@ pub async fn create(opts: &CreateOpts, progress: &dyn Fn(&str)) -> anyhow::Resul
     let ids: BTreeSet<&str> = views.iter().map(|v| v.id.as_str()).collect();
     let fresh = |v: &NodeView| v.table.len() == 1 && v.assigned == 0 && v.keys == 0;
     if !views.iter().all(fresh) {
-        // Already one cluster of exactly these nodes (every node knows all of them)?
+        // Already one cluster of exactly these nodes (every node knows all of them, and no
+        // other)?
         let formed = views.iter().all(|v| {
             let known: BTreeSet<&str> = v.table.iter().map(|l| l.id.as_str()).collect();
-            ids.is_subset(&known)
+            known == ids
         }) && views.iter().any(|v| v.assigned == 16384);
         if formed {
-            progress("the nodes already form a cluster: nothing to create; waiting for cluster_state:ok");
+            progress(
+                "the nodes already form a cluster: nothing to create; waiting for cluster_state:ok",
+            );
             wait_all(&mut conns, deadline, "cluster_state:ok", all_ok).await?;
             return Ok(Created::Existing);
         }
@@ -341,9 +344,12 @@ pub async fn create(opts: &CreateOpts, progress: &dyn Fn(&str)) -> anyhow::Resul
     for c in conns.iter_mut().skip(1) {
         c.ok(&["CLUSTER", "MEET", &ip0, &port0, &cport0]).await?;
     }
-    wait_all(&mut conns, deadline, "every node to know every other", |v| {
-        consistent(v, n)
-    })
+    wait_all(
+        &mut conns,
+        deadline,
+        "every node to know every other",
+        |v| consistent(v, n),
+    )
     .await?;
     if !p.replicas.is_empty() {
         progress("attaching the replicas (CLUSTER REPLICATE)");
@@ -427,7 +433,10 @@ mod tests {
     fn plan_one_host() {
         let hosts = vec!["127.0.0.1".to_string(); 6];
         let p = plan(&hosts, 1).unwrap();
-        assert_eq!(p.masters, vec![(0, 0, 5460), (1, 5461, 10922), (2, 10923, 16383)]);
+        assert_eq!(
+            p.masters,
+            vec![(0, 0, 5460), (1, 5461, 10922), (2, 10923, 16383)]
+        );
         assert_eq!(p.replicas, vec![(3, 0), (4, 1), (5, 2)]);
         assert!(plan(&hosts[..5], 1).is_err());
         let p = plan(&hosts[..3], 0).unwrap();
@@ -443,7 +452,10 @@ mod tests {
             .collect();
         let p = plan(&hosts, 1).unwrap();
         for &(r, m) in &p.replicas {
-            assert_ne!(hosts[r], hosts[m], "replica {r} on the host of its master {m}");
+            assert_ne!(
+                hosts[r], hosts[m],
+                "replica {r} on the host of its master {m}"
+            );
         }
         assert_eq!(p.masters.len(), 3);
     }

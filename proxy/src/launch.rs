@@ -144,7 +144,14 @@ fn spawn_node(bin: &Path, spec: &NodeSpec) -> std::io::Result<Child> {
     // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died before prctl: then nobody would signal us.
@@ -349,7 +356,9 @@ fn node_conf(spec: &NodeSpec, timeout_ms: u64, metrics_port: Option<u16>) -> Str
 
 /// Quotes a redis.conf argument when it needs it.
 fn quote(s: &str) -> String {
-    if s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'') {
+    if s.chars()
+        .any(|c| c.is_whitespace() || c == '"' || c == '\'')
+    {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         s.to_string()
@@ -510,7 +519,10 @@ pub async fn main(mut cli: Cli) -> i32 {
         })
         .collect();
     for (s, m) in specs.iter().zip(&metrics_ports) {
-        for p in [Some(s.port), Some(s.port + 10000), *m].into_iter().flatten() {
+        for p in [Some(s.port), Some(s.port + 10000), *m]
+            .into_iter()
+            .flatten()
+        {
             if !port_free(p) {
                 eprintln!(
                     "slotgate: port {p} (for node {}) is in use: is another cluster or `slotgate --launch` running? Pick other ports with --base-port / --node-metrics-port",
@@ -560,7 +572,10 @@ pub async fn main(mut cli: Cli) -> i32 {
             s.dir.join("redis.conf"),
             node_conf(s, cli.node_timeout_ms, *m),
         ) {
-            eprintln!("slotgate: cannot write {}: {e}", s.dir.join("redis.conf").display());
+            eprintln!(
+                "slotgate: cannot write {}: {e}",
+                s.dir.join("redis.conf").display()
+            );
             return 1;
         }
     }
@@ -641,7 +656,9 @@ pub async fn main(mut cli: Cli) -> i32 {
     progress("stopping the nodes");
     fleet.stop();
     let restarts: u64 = fleet.states().iter().map(|s| s.restarts).sum();
-    progress(&format!("stopped ({restarts} node restart(s) during the run)"));
+    progress(&format!(
+        "stopped ({restarts} node restart(s) during the run)"
+    ));
     code
 }
 

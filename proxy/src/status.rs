@@ -17,7 +17,9 @@ pub async fn report(seed: &str, auth: &Auth) -> anyhow::Result<(String, bool)> {
         };
         key(x).cmp(&key(y))
     });
-    let state = info_field(&info, "cluster_state").unwrap_or("?").to_string();
+    let state = info_field(&info, "cluster_state")
+        .unwrap_or("?")
+        .to_string();
     let masters = nodes
         .iter()
         .filter(|n| n.is_master() && !n.slots.is_empty())
