@@ -192,6 +192,17 @@ pub struct Client {
     pub readonly: bool,
     /// Unix milliseconds, refreshed once per batch of requests read (expiry decisions).
     pub now_ms: u64,
+    /// True for the replication link applying our master's stream (no replies, no routing
+    /// or read-only checks, no propagation, expiry left to the master).
+    pub from_master: bool,
+    /// Replication offset after this client's last write (WAIT).
+    pub woff: u64,
+    /// A MULTI was propagated for the EXEC running now (its EXEC closes it).
+    pub exec_multi_sent: bool,
+    /// `REPLCONF listening-port` of a replica connection.
+    pub repl_port: u16,
+    /// `REPLCONF ip-address` of a replica connection.
+    pub repl_ip: Option<String>,
 }
 
 impl Client {
@@ -214,6 +225,11 @@ impl Client {
             asking: false,
             readonly: false,
             now_ms: crate::db::now_ms(),
+            from_master: false,
+            woff: 0,
+            exec_multi_sent: false,
+            repl_port: 0,
+            repl_ip: None,
         }
     }
 

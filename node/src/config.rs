@@ -88,39 +88,33 @@ pub static DIRECTIVES: &[Directive] = &[
         false
     ),
     d!("requirepass", Kind::Str, "", true),
-    d!("masterauth", Kind::Str, "", false),
-    d!("masteruser", Kind::Str, "", false),
-    d!("replicaof", ["slaveof"], Kind::Multi, "", false),
-    d!(
-        "replica-read-only",
-        ["slave-read-only"],
-        YESNO,
-        "yes",
-        false
-    ),
+    d!("masterauth", Kind::Str, "", true),
+    d!("masteruser", Kind::Str, "", true),
+    d!("replicaof", ["slaveof"], Kind::Multi, "", true),
+    d!("replica-read-only", ["slave-read-only"], YESNO, "yes", true),
     d!(
         "replica-serve-stale-data",
         ["slave-serve-stale-data"],
         YESNO,
         "yes",
-        false
+        true
     ),
     d!(
         "replica-priority",
         ["slave-priority"],
         Kind::Int(0, i32::MAX as i64),
         "100",
-        false
+        true
     ),
-    d!("repl-backlog-size", Kind::Memory, "1048576", false),
+    d!("repl-backlog-size", Kind::Memory, "1048576", true),
     d!(
         "repl-ping-replica-period",
         ["repl-ping-slave-period"],
         Kind::Int(1, i32::MAX as i64),
         "10",
-        false
+        true
     ),
-    d!("repl-timeout", Kind::Int(1, i32::MAX as i64), "60", false),
+    d!("repl-timeout", Kind::Int(1, i32::MAX as i64), "60", true),
     d!("repl-diskless-sync", YESNO, "yes", false),
     d!(
         "repl-diskless-sync-delay",
@@ -133,14 +127,14 @@ pub static DIRECTIVES: &[Directive] = &[
         ["min-slaves-to-write"],
         Kind::Int(0, i32::MAX as i64),
         "0",
-        false
+        true
     ),
     d!(
         "min-replicas-max-lag",
         ["min-slaves-max-lag"],
         Kind::Int(0, i32::MAX as i64),
         "10",
-        false
+        true
     ),
     d!("cluster-enabled", YESNO, "no", true),
     d!("cluster-config-file", Kind::Str, "nodes.conf", true),

@@ -194,10 +194,34 @@ impl Conn {
             self.client.reply_mode = ReplyMode::Skipping;
         }
         let args = std::mem::take(&mut self.args);
+        // CLIENT PAUSE WRITE (manual failover): writes wait until the pause ends; they are
+        // then routed afresh (a node that stopped being master answers MOVED).
+        if server.repl.pause_set() && server.repl.writes_paused(crate::db::now_ms()) {
+            self.wait_unpaused(&args).await?;
+        }
         let outcome = cmd::dispatch(&server, &mut self.client, &mut self.out, &args);
         let close = match outcome {
             Outcome::Done => false,
             Outcome::Close => true,
+            Outcome::Wait {
+                replicas,
+                offset,
+                timeout_ms,
+            } => {
+                self.wait_acks(replicas, offset, timeout_ms).await?;
+                false
+            }
+            Outcome::Replicate(start) => {
+                self.flush().await?;
+                let kill = self.client.handle.clone();
+                tokio::select! {
+                    _ = crate::replication::master::serve(
+                        server.clone(), &mut self.rd, &mut self.wr, *start) => {}
+                    _ = kill.kill_notify.notified() => {}
+                }
+                server.repl.forget_link(self.client.handle.id);
+                true
+            }
             Outcome::Block {
                 keys,
                 timeout_ms,
@@ -222,6 +246,60 @@ impl Conn {
         }
         self.args = args;
         Ok(close || self.client.quit)
+    }
+
+    /// Holds a write command while client writes are paused (bounded by the pause).
+    async fn wait_unpaused(&mut self, args: &[Bytes]) -> std::io::Result<()> {
+        use slotgate_protocol::commands::{self, flags};
+        let write = commands::resolve(args)
+            .is_some_and(|s| s.has_flag(flags::WRITE) || s.has_flag(flags::MAY_REPLICATE));
+        if !write || self.client.from_master {
+            return Ok(());
+        }
+        self.flush().await?;
+        let limit = Instant::now() + Duration::from_secs(60);
+        while self.server.repl.writes_paused(crate::db::now_ms()) && Instant::now() < limit {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.client.now_ms = crate::db::now_ms();
+        Ok(())
+    }
+
+    /// WAIT: replies how many replicas acknowledged `offset`, once `replicas` did or the
+    /// timeout passed.
+    async fn wait_acks(
+        &mut self,
+        replicas: usize,
+        offset: u64,
+        timeout_ms: u64,
+    ) -> std::io::Result<()> {
+        let server = self.server.clone();
+        let mut acks = server.repl.ack_watch();
+        let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
+        self.flush().await?;
+        loop {
+            let n = server.repl.acked(offset);
+            if n >= replicas {
+                self.out.int(n as i64);
+                return Ok(());
+            }
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = acks.changed() => {}
+                _ = sleep => {
+                    self.out.int(server.repl.acked(offset) as i64);
+                    return Ok(());
+                }
+                _ = self.client.handle.kill_notify.notified() => {
+                    return Err(std::io::Error::other("killed"));
+                }
+            }
+        }
     }
 
     /// Waits for a blocking command: retried on each wake-up until served, timed out, or the
@@ -257,7 +335,7 @@ impl Conn {
                             continue;
                         }
                         Outcome::Close => { close = true; break; }
-                        Outcome::Done => break,
+                        _ => break,
                     }
                 }
                 _ = sleep => {

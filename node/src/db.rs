@@ -131,10 +131,18 @@ impl Shard {
 
     /// Deletes the expired keys of this shard; returns how many were removed.
     pub fn purge_expired(&mut self, now: u64) -> usize {
-        if self.expires == 0 {
-            return 0;
-        }
         let mut removed = Vec::new();
+        self.purge_expired_into(now, &mut removed);
+        removed.len()
+    }
+
+    /// Deletes the expired keys of this shard, appending them to `removed` (a master feeding
+    /// replicas propagates their DELs).
+    pub fn purge_expired_into(&mut self, now: u64, removed: &mut Vec<Key>) {
+        if self.expires == 0 {
+            return;
+        }
+        let before = removed.len();
         for m in &mut self.maps {
             m.retain(|k, e| {
                 if e.expired(now) {
@@ -145,11 +153,11 @@ impl Shard {
                 }
             });
         }
-        self.expires -= removed.len().min(self.expires);
-        for k in &removed {
+        let n = removed.len() - before;
+        self.expires -= n.min(self.expires);
+        for k in &removed[before..] {
             self.touch(k);
         }
-        removed.len()
     }
 
     /// Removes every key (FLUSHDB); touches watched keys.
@@ -257,6 +265,14 @@ pub struct Locked<'a> {
     pub dirty: u64,
     /// True on replicas: expired keys are hidden but not deleted.
     pub no_delete_expired: bool,
+    /// True for the replication link on a replica: expiry is the master's business, keys
+    /// exist until it sends their DEL.
+    pub ignore_expired: bool,
+    /// When set (a master feeding replicas), keys deleted by lazy expiry are collected in
+    /// [`Locked::expired_keys`] so their DELs can be propagated.
+    pub track_expired: bool,
+    /// Keys lazily expired by this view (only when `track_expired`).
+    pub expired_keys: Vec<Key>,
     /// Slots of the request's own key arguments (address, length, slot), computed once by
     /// the dispatcher: commands touch the same key several times and CRC16 showed in profiles.
     /// Only immutable request bytes are recorded, so an address can never mean another key.
@@ -277,6 +293,9 @@ impl<'a> Locked<'a> {
             now,
             dirty: 0,
             no_delete_expired: false,
+            ignore_expired: false,
+            track_expired: false,
+            expired_keys: Vec::new(),
             known_slots: SmallVec::new(),
         }
     }
@@ -395,20 +414,30 @@ impl<'a> Locked<'a> {
     /// Finds the key's shard and map (one slot computation) and applies lazy expiry, with a
     /// fast path for shards holding no key with a TTL. Returns (shard, map index, expired).
     fn locate(&mut self, key: &[u8]) -> (&mut Shard, usize, bool) {
-        let now = self.now;
-        let no_delete = self.no_delete_expired;
-        let (shard, slot) = self.shard_for(key);
+        let (ptr, len) = (key.as_ptr() as usize, key.len());
+        let slot = match self.known_slots.iter().find(|k| k.0 == ptr && k.1 == len) {
+            Some(k) => k.2,
+            None => key_slot(key),
+        };
+        let pos = self.ensure_locked((self.db as u16, shard_of_slot(slot) as u16));
         let idx = map_index(slot);
         let mut expired = false;
-        if shard.expires > 0 {
+        if self.guards[pos].1.expires > 0 && !self.ignore_expired {
+            let now = self.now;
+            let shard = &mut *self.guards[pos].1;
             expired = matches!(shard.maps[idx].get(key), Some(e) if e.expired(now));
-            if expired && !no_delete {
-                shard.maps[idx].remove(key);
+            if expired && !self.no_delete_expired {
+                let dead = shard.maps[idx].remove_entry(key);
                 shard.expires -= 1;
                 shard.touch(key);
+                if self.track_expired {
+                    if let Some((k, _)) = dead {
+                        self.expired_keys.push(k);
+                    }
+                }
             }
         }
-        (shard, idx, expired)
+        (&mut self.guards[pos].1, idx, expired)
     }
 
     /// Reads a key (lazily expiring it).

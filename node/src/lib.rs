@@ -54,7 +54,11 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         }
     };
     let server = match server::Server::new(config) {
-        Ok(s) => Arc::new(s),
+        Ok(s) => {
+            let s = Arc::new(s);
+            let _ = s.me.set(Arc::downgrade(&s));
+            s
+        }
         Err(e) => {
             eprintln!("Can't open the log file: {e}");
             return 1;

@@ -5,7 +5,8 @@
 //! since 2.x reads (string, list, set, hash, zset-2); reading accepts those plus everything
 //! Redis 7.0 itself emits or still loads: integer/LZF strings, intsets, ziplists, listpacks and
 //! quicklists (v1 and v2). The value codec ([`write_object`], [`read_object`], [`Reader`]) is
-//! independent of the DUMP framing so an RDB file writer/reader can reuse it.
+//! independent of the DUMP framing; the RDB file format (full resync snapshots) reuses it
+//! ([`write_file_header`] ... [`read_file`]).
 //!
 //! Everything read is bounds-checked: a malformed payload yields an [`RdbError`], never a panic,
 //! and lengths taken from the input never drive allocations larger than the input justifies.
@@ -829,6 +830,157 @@ fn strtod_prefix(s: &[u8]) -> Option<f64> {
             .ok()
             .and_then(|t| t.parse::<f64>().ok())
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// RDB files (full resync snapshots, SAVE)
+// ---------------------------------------------------------------------------------------------
+
+/// RDB file opcodes (`RDB_OPCODE_*`).
+pub mod opcodes {
+    /// Function library (Redis 7.0).
+    pub const FUNCTION2: u8 = 245;
+    /// Function library (7.0 release candidates).
+    pub const FUNCTION: u8 = 246;
+    /// Module auxiliary data.
+    pub const MODULE_AUX: u8 = 247;
+    /// LRU idle time of the next key.
+    pub const IDLE: u8 = 248;
+    /// LFU frequency of the next key.
+    pub const FREQ: u8 = 249;
+    /// Auxiliary field (name, value).
+    pub const AUX: u8 = 250;
+    /// Hash table size hints.
+    pub const RESIZEDB: u8 = 251;
+    /// Expiry of the next key in milliseconds.
+    pub const EXPIRETIME_MS: u8 = 252;
+    /// Expiry of the next key in seconds.
+    pub const EXPIRETIME: u8 = 253;
+    /// Database selector.
+    pub const SELECTDB: u8 = 254;
+    /// End of file (a CRC64 follows).
+    pub const EOF: u8 = 255;
+}
+
+/// Writes the RDB header and the auxiliary fields Redis 7 writes.
+pub fn write_file_header(out: &mut Vec<u8>, aux: &[(&str, String)]) {
+    out.extend_from_slice(format!("REDIS{RDB_VERSION:04}").as_bytes());
+    for (k, v) in aux {
+        out.push(opcodes::AUX);
+        write_string(out, k.as_bytes());
+        write_string(out, v.as_bytes());
+    }
+}
+
+/// Writes a database selector with its size hints.
+pub fn write_file_db(out: &mut Vec<u8>, db: usize, keys: usize, expires: usize) {
+    out.push(opcodes::SELECTDB);
+    write_len(out, db as u64);
+    out.push(opcodes::RESIZEDB);
+    write_len(out, keys as u64);
+    write_len(out, expires as u64);
+}
+
+/// Writes one key: optional expiry (unix ms, 0 = none), type byte, key, value.
+pub fn write_file_key(out: &mut Vec<u8>, key: &[u8], v: &Value, expire_at: u64) {
+    if expire_at != 0 {
+        out.push(opcodes::EXPIRETIME_MS);
+        out.extend_from_slice(&expire_at.to_le_bytes());
+    }
+    out.push(object_type(v));
+    write_string(out, key);
+    write_object(out, v);
+}
+
+/// Ends the file: EOF opcode and the CRC64 of everything before the checksum.
+pub fn write_file_end(out: &mut Vec<u8>) {
+    out.push(opcodes::EOF);
+    let crc = crc64(0, out);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// One key read from an RDB file.
+pub struct FileKey<'a> {
+    /// Database number.
+    pub db: usize,
+    /// The key.
+    pub key: Cow<'a, [u8]>,
+    /// The value.
+    pub value: Value,
+    /// Absolute expiry in unix ms, 0 for none.
+    pub expire_at: u64,
+}
+
+/// Reads a whole RDB file (version ≤ ours; what Redis 7.0 writes, minus streams and modules),
+/// calling `each` for every key. Auxiliary fields are passed to `aux`. The trailing CRC64 is
+/// verified unless it is zero (checksums disabled). Never panics on malformed input.
+pub fn read_file(
+    data: &[u8],
+    mut aux: impl FnMut(&[u8], &[u8]),
+    mut each: impl FnMut(FileKey<'_>),
+) -> Result<()> {
+    if data.len() < 9 || &data[..5] != b"REDIS" {
+        return Err(RdbError::Corrupt("not an RDB file"));
+    }
+    let version: u16 = std::str::from_utf8(&data[5..9])
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or(RdbError::Corrupt("bad RDB version"))?;
+    if version == 0 || version > RDB_VERSION + 1 {
+        return Err(RdbError::Unsupported(version.min(255) as u8));
+    }
+    let mut r = Reader::new(data);
+    r.bytes(9)?;
+    let mut db = 0usize;
+    let mut expire_at = 0u64;
+    loop {
+        let op = r.u8()?;
+        match op {
+            opcodes::EOF => {
+                if version >= 5 && r.remaining() >= 8 {
+                    let end = r.position();
+                    let stored = r.u64_le()?;
+                    if stored != 0 && stored != crc64(0, &data[..end]) {
+                        return Err(RdbError::Checksum);
+                    }
+                }
+                return Ok(());
+            }
+            opcodes::AUX => {
+                let k = r.string()?;
+                let v = r.string()?;
+                aux(&k, &v);
+            }
+            opcodes::RESIZEDB => {
+                r.length()?;
+                r.length()?;
+            }
+            opcodes::SELECTDB => db = r.length()? as usize,
+            opcodes::EXPIRETIME_MS => expire_at = r.u64_le()?,
+            opcodes::EXPIRETIME => expire_at = r.u32_le()? as u64 * 1000,
+            opcodes::IDLE => {
+                r.length()?;
+            }
+            opcodes::FREQ => {
+                r.u8()?;
+            }
+            opcodes::FUNCTION2 => {
+                r.string()?;
+            }
+            opcodes::FUNCTION | opcodes::MODULE_AUX => return Err(RdbError::Unsupported(op)),
+            t => {
+                let key = r.string()?;
+                let value = read_object(t, &mut r)?;
+                each(FileKey {
+                    db,
+                    key,
+                    value,
+                    expire_at,
+                });
+                expire_at = 0;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

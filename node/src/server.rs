@@ -169,6 +169,8 @@ pub struct Server {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Replication state: role, replication ID and offset, replicas, master link.
     pub repl: crate::replication::Replication,
+    /// A weak handle to ourselves (for handlers that must start tasks owning the server).
+    pub me: std::sync::OnceLock<std::sync::Weak<Server>>,
 }
 
 /// Random 40-hex identifier (run ids, node ids, replication ids).
@@ -206,7 +208,10 @@ impl Server {
         };
         Ok(Server {
             cluster,
-            repl: crate::replication::Replication::new(),
+            repl: crate::replication::Replication::new(
+                config.get_int("repl-backlog-size").max(0) as usize
+            ),
+            me: std::sync::OnceLock::new(),
             ks: Keyspace::new(dbs),
             log,
             config: RwLock::new(config),
@@ -256,9 +261,10 @@ impl Server {
         self.auth_required.load(Ordering::Relaxed)
     }
 
-    /// The one place every successful write passes through: feeds MONITOR-independent
-    /// consumers (the replication stream, once replication exists).
-    pub fn propagate(&self, _db: usize, _args: &[bytes::Bytes]) {}
+    /// The server as an `Arc` (None only while it is being torn down).
+    pub fn self_arc(&self) -> Option<Arc<Server>> {
+        self.me.get().and_then(|w| w.upgrade())
+    }
 
     /// Sends a MONITOR line for a command to every monitoring client.
     pub fn feed_monitors(&self, db: usize, addr: &str, args: &[bytes::Bytes]) {
@@ -335,6 +341,14 @@ impl Server {
             .store(c.get_int("slowlog-log-slower-than"), Ordering::Relaxed);
         self.auth_required
             .store(!c.get("requirepass").is_empty(), Ordering::Relaxed);
+        self.repl.min_replicas.store(
+            c.get_int("min-replicas-to-write").max(0) as u64,
+            Ordering::Relaxed,
+        );
+        self.repl.min_replicas_lag.store(
+            c.get_int("min-replicas-max-lag").max(0) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// Records a finished command in the stats and, if slow enough, in the slow log.
@@ -463,6 +477,16 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
     ));
     server.log.notice("Ready to accept connections tcp");
 
+    server.refresh_cached_config();
+    // Replication: replica links run on this (control) runtime.
+    let _ = server.repl.control.set(tokio::runtime::Handle::current());
+    tokio::spawn(crate::replication::master::heartbeat(server.clone()));
+    let replicaof = server.config.read().get("replicaof").to_string();
+    if let Some((host, port)) = replicaof.split_once(' ') {
+        if let Ok(port) = port.trim().parse::<u16>() {
+            crate::replication::Replication::start_as_replica(&server, (host.to_string(), port));
+        }
+    }
     // Cluster mode: the gossip bus on port + 10000 (or cluster-port).
     if server.cluster.is_some() {
         crate::cluster::bus::start(server.clone(), &addrs, real_port).await?;
@@ -585,22 +609,30 @@ async fn active_expire_cycle(server: Arc<Server>) {
     let mut next = 0usize;
     loop {
         tick.tick().await;
-        if !server.active_expire.load(Ordering::Relaxed) {
+        // Replicas leave expiry to their master (it sends the DELs), as Redis.
+        if !server.active_expire.load(Ordering::Relaxed) || server.repl.is_replica() {
             continue;
         }
         let now = crate::db::now_ms();
+        let mut removed = Vec::new();
         for d in 0..server.ks.count() {
             let Some(db) = server.ks.existing(d) else {
                 continue;
             };
             for i in 0..32 {
                 let idx = (next + i) % crate::db::SHARDS;
-                let removed = db.lock_shard(idx).purge_expired(now);
-                if removed > 0 {
+                let mut shard = db.lock_shard(idx);
+                removed.clear();
+                shard.purge_expired_into(now, &mut removed);
+                if !removed.is_empty() {
                     server
                         .stats
                         .expired
-                        .fetch_add(removed as u64, Ordering::Relaxed);
+                        .fetch_add(removed.len() as u64, Ordering::Relaxed);
+                    // DELs enter the stream while the shard is still locked (stream order).
+                    for k in &removed {
+                        server.repl.propagate(d, &[b"DEL", k]);
+                    }
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! (slotgate-node, redis-server) on free loopback ports, and killing them when dropped.
 
 pub mod cluster;
+pub mod repl;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -18,6 +18,8 @@
 //! | 76     | 2    | sender's client port (announced)                            |
 //! | 78     | 2    | sender's bus port (announced)                               |
 //! | 80     | 2    | sender's flags (MASTER=1 SLAVE=2 PFAIL=4 FAIL=8 ... as Redis)|
+//! |        |      | plus message flag 0x4000 PAUSED: a master paused for a manual |
+//! |        |      | failover (its replication offset above is final)             |
 //! | 82     | 1    | sender's cluster state (1 = ok)                             |
 //! | 83     | 1    | length of the announced IP (0 = use the peer address)      |
 //! | 84     | 46   | announced IP, zero padded                                   |
@@ -31,8 +33,12 @@
 //!   IP (46), port (u16), bus port (u16), flags (u16).
 //! - 3 FAIL: the failing node's ID (40).
 //! - 4 PUBLISH and 10 PUBLISHSHARD: `u32 channel length`, `u32 message length`, channel, message.
-//! - 5 FAILOVER_AUTH_REQUEST, 6 FAILOVER_AUTH_ACK, 8 MFSTART: empty bodies for now (failover
-//!   elections arrive with replication); receivers count and ignore them.
+//! - 5 FAILOVER_AUTH_REQUEST (a replica asks the masters for their vote; the election epoch
+//!   is the header's current epoch): `u8 flags` (1 = FORCEACK, a manual failover: vote even
+//!   though the master is up), `u64` claimed config epoch (the master's), slot bitmap (2048)
+//!   claimed (the master's slots).
+//! - 6 FAILOVER_AUTH_ACK (a master's vote for the header's current epoch), 8 MFSTART (a
+//!   replica asks its master to pause for a manual failover), 9 MODULE (unused): empty bodies.
 //! - 7 UPDATE: config epoch (u64), node ID (40), slot bitmap (2048): "this node owns these
 //!   slots with this epoch" — sent to a node announcing a stale slot claim.
 //!
@@ -45,9 +51,10 @@
 //! answer PONG). Handshake nodes (after CLUSTER MEET, or learned from gossip) have a random
 //! placeholder ID until the first PONG tells us their real one.
 
+use super::failover::ReplView;
 use super::{
     now_ms, Cluster, Node, NodeId, SlotBitmap, State, FAIL, HANDSHAKE, MASTER, MEET, MYSELF,
-    NOADDR, PFAIL, SLAVE,
+    NOADDR, NOFAILOVER, PFAIL, SLAVE,
 };
 use crate::server::Server;
 use std::sync::atomic::Ordering;
@@ -67,14 +74,18 @@ pub const MEET_MSG: u16 = 2;
 pub const FAIL_MSG: u16 = 3;
 /// PUBLISH
 pub const PUBLISH: u16 = 4;
-/// Failover vote request (reserved).
+/// Failover vote request.
 pub const AUTH_REQUEST: u16 = 5;
-/// Failover vote (reserved).
+/// Failover vote.
 pub const AUTH_ACK: u16 = 6;
 /// UPDATE
 pub const UPDATE: u16 = 7;
-/// Manual failover start (reserved).
+/// Manual failover start.
 pub const MFSTART: u16 = 8;
+/// Header flag: the sender is a master paused for a manual failover.
+pub const MSGFLAG_PAUSED: u16 = 0x4000;
+/// FAILOVER_AUTH_REQUEST flag: vote even if the master is not failing (manual failover).
+pub const REQFLAG_FORCEACK: u8 = 1;
 /// Shard-channel PUBLISH.
 pub const PUBLISHSHARD: u16 = 10;
 /// Number of message types (for the counters).
@@ -162,7 +173,16 @@ pub enum Body {
     Publish(Vec<u8>, Vec<u8>),
     /// UPDATE.
     Update(u64, NodeId, Box<SlotBitmap>),
-    /// Reserved types.
+    /// FAILOVER_AUTH_REQUEST.
+    AuthRequest {
+        /// Manual failover: vote even though the master is not FAIL.
+        force_ack: bool,
+        /// Config epoch of the claimed slots (the requester's master's).
+        config_epoch: u64,
+        /// Slots claimed (the requester's master's).
+        slots: Box<SlotBitmap>,
+    },
+    /// AUTH_ACK, MFSTART, MODULE.
     Empty,
 }
 
@@ -226,6 +246,15 @@ pub fn encode(msg: &Msg) -> Vec<u8> {
         Body::Update(e, id, slots) => {
             out.extend_from_slice(&e.to_be_bytes());
             out.extend_from_slice(&id.0);
+            out.extend_from_slice(&slots.to_bytes());
+        }
+        Body::AuthRequest {
+            force_ack,
+            config_epoch,
+            slots,
+        } => {
+            out.push(if *force_ack { REQFLAG_FORCEACK } else { 0 });
+            out.extend_from_slice(&config_epoch.to_be_bytes());
             out.extend_from_slice(&slots.to_bytes());
         }
         Body::Empty => {}
@@ -411,7 +440,18 @@ pub fn decode(b: &[u8]) -> Result<Msg, DecodeError> {
                 SlotBitmap::from_bytes(r.take(SlotBitmap::BYTES)?).ok_or(DecodeError("slots"))?;
             Body::Update(e, id, Box::new(s))
         }
-        AUTH_REQUEST | AUTH_ACK | MFSTART | 9 => Body::Empty,
+        AUTH_REQUEST => {
+            let f = r.u8()?;
+            let config_epoch = r.u64()?;
+            let slots =
+                SlotBitmap::from_bytes(r.take(SlotBitmap::BYTES)?).ok_or(DecodeError("slots"))?;
+            Body::AuthRequest {
+                force_ack: f & REQFLAG_FORCEACK != 0,
+                config_epoch,
+                slots: Box::new(slots),
+            }
+        }
+        AUTH_ACK | MFSTART | 9 => Body::Empty,
         _ => return Err(DecodeError("unknown type")),
     };
     if r.pos != b.len() {
@@ -450,7 +490,7 @@ impl State {
             repl_offset: me.repl_offset,
             port: me.port,
             cport: me.cport,
-            flags: me.flags,
+            flags: self.my_message_flags(now_ms()),
             state_ok: self.ok,
             ip: self.announce_ip.clone(),
             master: self.my_master(),
@@ -680,6 +720,10 @@ impl State {
                 }
                 n.repl_offset = hdr.repl_offset;
             }
+            // My master paused for my manual failover: its offset is the one to reach.
+            if hdr.flags & MSGFLAG_PAUSED != 0 && self.my_master() == Some(s) {
+                self.note_paused_master_offset(hdr.repl_offset);
+            }
         }
 
         if typ == PING || typ == MEET_MSG {
@@ -750,6 +794,10 @@ impl State {
             }
             if let (Some(s), true) = (sender, typ == PING) {
                 self.update_address(s, &sender_ip, hdr.port, hdr.cport);
+            }
+            // NOFAILOVER is the sender's current setting (replicas rank themselves without it).
+            if let Some(n) = sender.and_then(|s| self.nodes.get_mut(&s)) {
+                n.flags = (n.flags & !NOFAILOVER) | (hdr.flags & NOFAILOVER);
             }
             // PONG on our link: the node is alive.
             if typ == PONG {
@@ -885,6 +933,32 @@ impl State {
             }
             Body::Publish(ch, m) if sender.is_some() => {
                 fx.publish = Some((ch, m));
+            }
+            Body::AuthRequest {
+                force_ack,
+                config_epoch,
+                slots,
+            } => {
+                if let Some(s) = sender {
+                    self.handle_auth_request(
+                        s,
+                        hdr.current_epoch,
+                        config_epoch,
+                        &slots,
+                        force_ack,
+                        now,
+                    );
+                }
+            }
+            Body::Empty if typ == AUTH_ACK => {
+                if let Some(s) = sender {
+                    self.handle_auth_ack(s, hdr.current_epoch);
+                }
+            }
+            Body::Empty if typ == MFSTART => {
+                if let Some(s) = sender {
+                    self.handle_mfstart(s, now);
+                }
             }
             Body::Update(epoch, id, slots) => {
                 if sender.is_none() {
@@ -1068,7 +1142,7 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
 
 /// Handles one decoded frame: processing under the lock, then the side effects.
 fn handle(
-    server: &Server,
+    server: &Arc<Server>,
     cluster: &Cluster,
     frame: &[u8],
     link_node: Option<NodeId>,
@@ -1077,12 +1151,17 @@ fn handle(
 ) -> Result<Effects, String> {
     let msg = decode(frame).map_err(|e| e.0.to_string())?;
     let now = now_ms();
-    let fx = {
+    let (fx, upstream) = {
         let mut st = cluster.state.lock();
+        st.me_mut().repl_offset = server.repl.offset();
         let fx = st.process(msg, link_node, peer_ip, local_ip, now);
+        apply_pause(server, &mut st);
+        let upstream = st.desired_upstream();
         cluster.commit(&mut st, &server.log);
-        fx
+        (fx, upstream)
     };
+    // A role change (won election, lost slots to a newer config) applies at once.
+    reconcile_replication(server, upstream);
     if let Some((ch, m)) = &fx.publish {
         server.pubsub.publish(
             &bytes::Bytes::copy_from_slice(ch),
@@ -1265,11 +1344,18 @@ async fn outbound(
         }
     }
     let mut st = cluster.state.lock();
+    let now = now_ms();
     for key in [id, current] {
         if let Some(n) = st.nodes.get_mut(&key) {
             if n.link_gen == gen {
                 n.link = None;
                 n.link_up = false;
+                // The link broke: the node owes us an answer from now on (the PING on the
+                // next link clears this), so failure detection starts now, not at the next
+                // periodic PING.
+                if n.ping_sent == 0 {
+                    n.ping_sent = now;
+                }
             }
         }
     }
@@ -1280,6 +1366,7 @@ async fn cron(server: Arc<Server>, cluster: Arc<Cluster>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut iteration: u64 = 0;
     let mut link_gen: u64 = 0;
+    let mut last_tick: u64 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -1287,6 +1374,16 @@ async fn cron(server: Arc<Server>, cluster: Arc<Cluster>) {
         }
         iteration += 1;
         let now = now_ms();
+        // After this process was frozen (SIGSTOP, a stalled VM), give the messages that queued
+        // up meanwhile one tick to be read before judging other nodes by their silence.
+        let gap = now.saturating_sub(last_tick);
+        let stalled = last_tick != 0 && gap > (server_timeout(&server) / 2).max(500);
+        last_tick = now;
+        if stalled {
+            server.log.notice(&format!(
+                "Cluster cron was delayed by {gap} ms: skipping failure detection for one tick"
+            ));
+        }
         // CONFIG SET may change these at run time (redis-cli --cluster set-timeout).
         let (timeout_cfg, full_cov, reads_down, replica_mig) = {
             let c = server.config.read();
@@ -1297,7 +1394,28 @@ async fn cron(server: Arc<Server>, cluster: Arc<Cluster>) {
                 c.get_bool("cluster-allow-replica-migration"),
             )
         };
+        let fo_cfg = {
+            let c = server.config.read();
+            (
+                c.get_bool("cluster-replica-no-failover"),
+                c.get_int("replica-priority") == 0,
+                c.get_int("cluster-replica-validity-factor").max(0) as u64,
+                c.get_int("repl-ping-replica-period").max(1) as u64,
+                c.get_int("cluster-migration-barrier").max(0) as usize,
+            )
+        };
+        let repl = ReplView {
+            offset: server.repl.offset(),
+            link_down_ms: server.repl.link_down_for_ms(now),
+        };
         let mut st = cluster.state.lock();
+        (
+            st.fo.no_failover,
+            st.fo.priority_zero,
+            st.fo.validity_factor,
+            st.fo.repl_ping_period,
+            st.fo.migration_barrier,
+        ) = fo_cfg;
         st.node_timeout = timeout_cfg;
         st.full_coverage = full_cov;
         st.reads_when_down = reads_down;
@@ -1387,10 +1505,63 @@ async fn cron(server: Arc<Server>, cluster: Arc<Cluster>) {
                 st.send_ping(id, PING, now);
                 continue;
             }
-            st.check_pfail(id, now);
+            if !stalled {
+                st.check_pfail(id, now);
+            }
         }
+        // A node just became PFAIL here: tell the other masters now (the gossip carries every
+        // PFAIL node) so that the failure reports reach a majority without waiting for the
+        // periodic PINGs.
+        if std::mem::take(&mut st.todo_ping_masters) {
+            let masters: Vec<NodeId> = st
+                .nodes
+                .values()
+                .filter(|n| {
+                    n.is_master() && n.link_up && n.flags & (MYSELF | HANDSHAKE | PFAIL | FAIL) == 0
+                })
+                .map(|n| n.id)
+                .collect();
+            for m in masters {
+                st.send_ping(m, PING, now);
+            }
+        }
+        st.me_mut().repl_offset = repl.offset;
+        st.failover_cron(now, repl);
+        apply_pause(&server, &mut st);
+        let upstream = st.desired_upstream();
         cluster.commit(&mut st, &server.log);
+        drop(st);
+        reconcile_replication(&server, upstream);
     }
+}
+
+fn server_timeout(server: &Server) -> u64 {
+    server.config.read().get_int("cluster-node-timeout").max(1) as u64
+}
+
+/// Applies the write pause / unpause the failover logic asked for (manual failover).
+pub fn apply_pause(server: &Server, st: &mut State) {
+    if let Some(until) = st.fo.todo_pause_until.take() {
+        server.repl.pause_writes(until);
+    }
+    if std::mem::take(&mut st.fo.todo_unpause) {
+        server.repl.unpause_writes();
+    }
+}
+
+/// Points replication at the master the cluster state says we follow (or makes this node a
+/// master). `upstream` is [`State::desired_upstream`]: `None` = keep the current replication
+/// role (a replica whose master has no known address yet).
+pub fn reconcile_replication(server: &Arc<Server>, upstream: Option<Option<(String, u16)>>) {
+    let Some(target) = upstream else {
+        return;
+    };
+    if server.repl.master() == target {
+        return;
+    }
+    let replica = target.is_some();
+    crate::replication::Replication::set_master(server, target);
+    server.log.set_role(if replica { 'S' } else { 'M' });
 }
 
 /// Sends a PUBLISH to every node (Redis Cluster delivers PUBLISH cluster-wide). For the
@@ -1461,7 +1632,23 @@ mod tests {
         f.body = Body::Update(9, NodeId::random(), Box::new(m.hdr.slots.clone()));
         assert_eq!(decode(&encode(&f)), Ok(f.clone()));
         f.hdr.typ = AUTH_REQUEST;
-        f.body = Body::Empty;
+        f.body = Body::AuthRequest {
+            force_ack: true,
+            config_epoch: 42,
+            slots: Box::new(m.hdr.slots.clone()),
+        };
+        assert_eq!(decode(&encode(&f)), Ok(f.clone()));
+        // An AUTH_REQUEST without its body is rejected.
+        let mut short = f.clone();
+        short.body = Body::Empty;
+        assert!(decode(&encode(&short)).is_err());
+        for typ in [AUTH_ACK, MFSTART] {
+            f.hdr.typ = typ;
+            f.body = Body::Empty;
+            assert_eq!(decode(&encode(&f)), Ok(f.clone()));
+        }
+        // The PAUSED message flag survives the trip.
+        f.hdr.flags |= MSGFLAG_PAUSED;
         assert_eq!(decode(&encode(&f)), Ok(f));
     }
 

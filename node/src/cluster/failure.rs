@@ -117,6 +117,7 @@ impl State {
         let data_delay = now.saturating_sub(n.data_received);
         if ping_delay.min(data_delay) > timeout && n.flags & (PFAIL | FAIL) == 0 {
             n.flags |= PFAIL;
+            self.todo_ping_masters = true;
             self.log
                 .push((false, format!("*** NODE {node} possibly failing")));
             self.mark_failing_if_needed(node, now);

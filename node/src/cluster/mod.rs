@@ -7,6 +7,7 @@
 //! - this file: [`Cluster`] (shared, owned by the server) wrapping [`State`] (behind a mutex);
 //! - [`bus`]: the node-to-node gossip protocol and its tasks (port + 10000);
 //! - [`failure`]: PFAIL / FAIL detection from missed PONGs and failure reports;
+//! - [`failover`]: replica elections, votes, manual failover and replica migration;
 //! - [`migrate`]: the client side of MIGRATE (RESTORE-ASKING over cached connections).
 //!
 //! The data path avoids the state mutex: [`Cluster::route`] first consults a per-slot atomic
@@ -14,6 +15,7 @@
 //! configuration changes; only open slots, foreign slots and errors take the lock.
 
 pub mod bus;
+pub mod failover;
 pub mod failure;
 pub mod migrate;
 
@@ -47,6 +49,9 @@ pub const HANDSHAKE: u16 = 32;
 pub const NOADDR: u16 = 64;
 /// Node flag: send MEET (not PING) on the next connection.
 pub const MEET: u16 = 128;
+/// Node flag: a master that had replicas (or a promoted replica): a valid target for replica
+/// migration once orphaned. Never persisted nor shown.
+pub const MIGRATE_TO: u16 = 256;
 /// Node flag: the replica never fails over.
 pub const NOFAILOVER: u16 = 512;
 
@@ -248,6 +253,10 @@ pub struct Node {
     pub link_gen: u64,
     /// Number of inbound bus connections currently attributed to this node.
     pub inbound: u32,
+    /// When I last voted for a replica of this master (ms).
+    pub voted_time: u64,
+    /// Since when this master has no working replica (ms, 0 = not orphaned).
+    pub orphaned_time: u64,
 }
 
 impl Node {
@@ -274,6 +283,8 @@ impl Node {
             link_ctime: 0,
             link_gen: 0,
             inbound: 0,
+            voted_time: 0,
+            orphaned_time: 0,
         }
     }
 
@@ -382,6 +393,12 @@ pub struct State {
     pub among_minority_time: u64,
     /// Messages to log after the lock is released (level warning when true).
     pub log: Vec<(bool, String)>,
+    /// Elections, votes, manual failover (see [`failover`]).
+    pub fo: failover::Failover,
+    /// Broadcast a PONG to every node after the next save (configuration change).
+    pub todo_broadcast_pong: bool,
+    /// A node became PFAIL: PING the other masters now to spread the failure report.
+    pub todo_ping_masters: bool,
 }
 
 /// Shared cluster-mode state of the server.
@@ -473,6 +490,9 @@ impl State {
             start_time: now,
             among_minority_time: 0,
             log: Vec::new(),
+            fo: failover::Failover::default(),
+            todo_broadcast_pong: false,
+            todo_ping_masters: false,
         }
     }
 
@@ -513,8 +533,15 @@ impl State {
     /// Assigns `slot` to `owner` (removing it from any previous owner).
     pub fn add_slot(&mut self, slot: u16, owner: NodeId) {
         self.del_slot(slot);
+        // A master getting its first slot while other masters have replicas becomes a valid
+        // replica migration target (as Redis, issue 3043).
+        let first = self.nodes.get(&owner).is_some_and(|n| n.slots.is_empty());
+        let replicas_exist = first && self.nodes.values().any(|n| n.is_slave());
         if let Some(n) = self.nodes.get_mut(&owner) {
             n.slots.set(slot);
+            if replicas_exist {
+                n.flags |= MIGRATE_TO;
+            }
         }
         self.slots[slot as usize] = Some(owner);
         self.todo_routes = true;
@@ -621,21 +648,44 @@ impl State {
             me.flags &= !MASTER;
             me.flags |= SLAVE;
         }
+        me.flags &= !MIGRATE_TO;
         me.master = Some(master);
         self.migrating.clear();
         self.importing.clear();
+        self.reset_manual_failover();
         self.todo_routes = true;
         self.todo_save = true;
     }
 
     /// Makes `id` a master (clearing its replica role).
     pub fn set_node_as_master(&mut self, id: NodeId) {
+        let myself = self.myself;
         if let Some(n) = self.nodes.get_mut(&id) {
+            // A promoted replica takes over a master that had replicas.
+            if n.is_slave() && n.master.is_some() && id != myself {
+                n.flags |= MIGRATE_TO;
+            }
             n.flags &= !SLAVE;
             n.flags |= MASTER;
             n.master = None;
             self.todo_save = true;
         }
+    }
+
+    /// The replication upstream this node should have according to the cluster state:
+    /// `Some(Some((ip, port)))` of my master when I am a replica and its address is known,
+    /// `Some(None)` when I am a master (with or without slots), `None` when I am a replica
+    /// whose master's address is not known yet (keep replicating as now).
+    pub fn desired_upstream(&self) -> Option<Option<(String, u16)>> {
+        let me = self.me();
+        if !me.is_slave() {
+            return Some(None);
+        }
+        let m = me.master.and_then(|m| self.nodes.get(&m))?;
+        if m.flags & NOADDR != 0 || m.ip.is_empty() || m.port == 0 {
+            return None;
+        }
+        Some(Some((m.ip.clone(), m.port)))
     }
 
     /// Replicas of `master`.
@@ -1138,6 +1188,21 @@ impl Cluster {
                 log.warning(&format!("Could not save the cluster config file: {e}"));
             }
         }
+        // Messages that depend on the saved configuration (votes, new roles) leave now.
+        if st.todo_broadcast_pong {
+            st.todo_broadcast_pong = false;
+            st.broadcast_pong();
+        }
+        for (to, msg) in std::mem::take(&mut st.outbox) {
+            for n in st.nodes.values() {
+                if n.flags & (MYSELF | HANDSHAKE) != 0 || to.is_some_and(|t| t != n.id) {
+                    continue;
+                }
+                if let Some(l) = &n.link {
+                    let _ = l.try_send(msg.clone());
+                }
+            }
+        }
         for (warn, msg) in st.log.drain(..) {
             if warn {
                 log.warning(&msg);
@@ -1426,6 +1491,31 @@ mod tests {
             st.route_slow(1, false, 0, false, false, false, false),
             Err(Redirect::Error(ERR_DOWN))
         );
+    }
+
+    #[test]
+    fn desired_upstream_follows_cluster_role() {
+        let mut st = State::new(1);
+        // A node with no slots and no master is a master.
+        assert_eq!(st.desired_upstream(), Some(None));
+        let m = NodeId::random();
+        let mut n = Node::new(m, MASTER, 1);
+        n.ip = "127.0.0.1".into();
+        n.port = 7001;
+        st.nodes.insert(m, n);
+        st.set_my_master(m);
+        assert_eq!(
+            st.desired_upstream(),
+            Some(Some(("127.0.0.1".to_string(), 7001)))
+        );
+        // Master address unknown: keep whatever replication does now.
+        if let Some(n) = st.nodes.get_mut(&m) {
+            n.flags |= NOADDR;
+        }
+        assert_eq!(st.desired_upstream(), None);
+        let me = st.myself;
+        st.set_node_as_master(me);
+        assert_eq!(st.desired_upstream(), Some(None));
     }
 
     #[test]

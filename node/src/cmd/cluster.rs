@@ -438,10 +438,12 @@ fn cluster(ctx: &mut Ctx) -> Outcome {
             }
         }
         "failover" => {
-            let mut force = false;
-            if argc == 3 {
-                if ctx.arg_is(2, "force") || ctx.arg_is(2, "takeover") {
-                    force = true;
+            use crate::cluster::failover::ManualMode;
+            let mode = if argc == 3 {
+                if ctx.arg_is(2, "force") {
+                    ManualMode::Force
+                } else if ctx.arg_is(2, "takeover") {
+                    ManualMode::Takeover
                 } else {
                     ctx.out.syntax_error();
                     return Outcome::Done;
@@ -449,24 +451,18 @@ fn cluster(ctx: &mut Ctx) -> Outcome {
             } else if argc > 3 {
                 wrong_args(ctx);
                 return Outcome::Done;
-            }
-            let st = c.state.lock();
-            let err = if st.me().is_master() {
-                "ERR You should send CLUSTER FAILOVER to a replica"
             } else {
-                match st.my_master().and_then(|m| st.nodes.get(&m)) {
-                    None => "ERR I'm a replica but my master is unknown to me",
-                    Some(m) if !force && (m.failed() || !m.link_up) => {
-                        "ERR Master is down or failed, please use CLUSTER FAILOVER FORCE"
-                    }
-                    // Manual failover needs replication (the next milestone).
-                    Some(_) => {
-                        "ERR Manual failover is not supported by this slotgate-node version yet"
-                    }
-                }
+                ManualMode::Default
             };
-            drop(st);
-            ctx.out.error(err);
+            let r = with_state(ctx, &c, |st| st.manual_failover(mode, now_ms()));
+            match r {
+                Ok(()) => {
+                    // The cron drives the rest (and applies a takeover's new role at once).
+                    c.wake.notify_one();
+                    ctx.out.ok();
+                }
+                Err(e) => ctx.out.error(e),
+            }
         }
         _ => unknown_sub(ctx),
     }

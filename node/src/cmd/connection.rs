@@ -350,7 +350,11 @@ fn client_list(ctx: &mut Ctx) -> Outcome {
                 ));
                 return Outcome::Done;
             }
-            kind = Some(t);
+            kind = Some(if t == b"slave" {
+                b"replica".to_vec()
+            } else {
+                t
+            });
             i += 2;
         } else if ctx.arg_is(i, "ID") && i + 1 < ctx.args.len() {
             let mut v = Vec::new();
@@ -379,13 +383,7 @@ fn client_list(ctx: &mut Ctx) -> Outcome {
             }
         }
         if let Some(k) = &kind {
-            let is_pubsub = c.subs.load(Ordering::Relaxed) + c.psubs.load(Ordering::Relaxed) > 0;
-            let ok = match k.as_slice() {
-                b"pubsub" => is_pubsub,
-                b"normal" => !is_pubsub,
-                _ => false,
-            };
-            if !ok {
+            if client_type(&c) != k.as_slice() {
                 continue;
             }
         }
@@ -394,6 +392,21 @@ fn client_list(ctx: &mut Ctx) -> Outcome {
     }
     ctx.out.verbatim(text.as_bytes());
     Outcome::Done
+}
+
+/// CLIENT LIST / KILL TYPE of a client: master (our replication link to our master),
+/// replica (a replica's link to us), pubsub or normal.
+fn client_type(c: &crate::client::ClientHandle) -> &'static [u8] {
+    let flags = c.flags.lock();
+    if flags.contains('M') {
+        b"master"
+    } else if flags.contains('S') {
+        b"replica"
+    } else if c.subs.load(Ordering::Relaxed) + c.psubs.load(Ordering::Relaxed) > 0 {
+        b"pubsub"
+    } else {
+        b"normal"
+    }
 }
 
 fn client_kill(ctx: &mut Ctx) -> Outcome {
@@ -418,6 +431,7 @@ fn client_kill(ctx: &mut Ctx) -> Outcome {
     let mut addr = None;
     let mut laddr = None;
     let mut skipme = true;
+    let mut kind: Option<Vec<u8>> = None;
     let mut i = 2;
     while i + 1 < ctx.args.len() {
         let v = ctx.args[i + 1].clone();
@@ -442,8 +456,23 @@ fn client_kill(ctx: &mut Ctx) -> Outcome {
                 ctx.out.syntax_error();
                 return Outcome::Done;
             }
-        } else if ctx.arg_is(i, "TYPE") || ctx.arg_is(i, "USER") || ctx.arg_is(i, "MAXAGE") {
-            // Accepted filters; every client is "normal" user "default".
+        } else if ctx.arg_is(i, "TYPE") {
+            let t = v.to_ascii_lowercase();
+            let t = if t == b"slave" {
+                b"replica".to_vec()
+            } else {
+                t
+            };
+            if !matches!(t.as_slice(), b"normal" | b"master" | b"replica" | b"pubsub") {
+                ctx.out.error(&format!(
+                    "ERR Unknown client type '{}'",
+                    String::from_utf8_lossy(&v)
+                ));
+                return Outcome::Done;
+            }
+            kind = Some(t);
+        } else if ctx.arg_is(i, "USER") || ctx.arg_is(i, "MAXAGE") {
+            // Accepted filters; every client is user "default".
         } else {
             ctx.out.syntax_error();
             return Outcome::Done;
@@ -459,6 +488,9 @@ fn client_kill(ctx: &mut Ctx) -> Outcome {
         if id.is_some_and(|id| id != c.id)
             || addr.as_ref().is_some_and(|a| a != c.addr.as_bytes())
             || laddr.as_ref().is_some_and(|a| a != c.laddr.as_bytes())
+            || kind
+                .as_ref()
+                .is_some_and(|k| k.as_slice() != client_type(&c))
         {
             continue;
         }

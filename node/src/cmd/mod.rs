@@ -15,6 +15,7 @@ pub mod hll;
 pub mod keys;
 pub mod lists;
 pub mod pubsub;
+pub mod replication;
 pub mod server;
 pub mod sets;
 pub mod strings;
@@ -34,7 +35,6 @@ use std::time::Instant;
 pub type Handler = fn(&mut Ctx<'_, '_>) -> Outcome;
 
 /// What a handler asks the connection to do next.
-#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The reply is written.
     Done,
@@ -50,7 +50,22 @@ pub enum Outcome {
     },
     /// Close the connection after flushing the reply (QUIT).
     Close,
+    /// WAIT: reply the number of replicas that acknowledged `offset` once `replicas` did or
+    /// `timeout_ms` (0 = forever) passed.
+    Wait {
+        /// Replicas wanted.
+        replicas: usize,
+        /// The client's last write offset.
+        offset: u64,
+        /// Timeout in milliseconds, 0 for none.
+        timeout_ms: u64,
+    },
+    /// PSYNC/SYNC: the connection becomes a replication link.
+    Replicate(Box<crate::replication::master::LinkStart>),
 }
+
+/// Commands to propagate instead of the one executed (see [`Ctx::propagate_as`]).
+pub type Rewrite = smallvec::SmallVec<[Vec<Bytes>; 1]>;
 
 /// The reply a blocking command gives when it times out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +92,9 @@ pub struct Ctx<'a, 's> {
     pub spec: &'static CommandSpec,
     /// True while running inside EXEC (blocking commands must not block).
     pub in_exec: bool,
+    /// Set by handlers whose effect must reach replicas as other commands (relative
+    /// expiry, random or blocking pops, float increments); None propagates the request.
+    pub rewrite: Option<Rewrite>,
 }
 
 impl Ctx<'_, '_> {
@@ -104,6 +122,19 @@ impl Ctx<'_, '_> {
                 self.out.not_float();
                 None
             }
+        }
+    }
+
+    /// True when this command's writes are propagated (a master feeding replicas); handlers
+    /// only build rewrites then.
+    pub fn replicating(&self) -> bool {
+        self.server.repl.feeding() && !self.server.repl.is_replica()
+    }
+
+    /// Propagates `cmds` instead of this request (no-op unless [`Ctx::replicating`]).
+    pub fn propagate_as(&mut self, cmds: impl IntoIterator<Item = Vec<Bytes>>) {
+        if self.replicating() {
+            self.rewrite.get_or_insert_with(Rewrite::new).extend(cmds);
         }
     }
 
@@ -144,6 +175,7 @@ impl Registry {
             pubsub::COMMANDS,
             transactions::COMMANDS,
             cluster::COMMANDS,
+            replication::COMMANDS,
         ] {
             for (name, h) in family {
                 map.insert(*name, *h);
@@ -237,10 +269,16 @@ pub fn dispatch(server: &Server, client: &mut Client, out: &mut Reply, args: &[B
     // Cluster mode: MOVED/ASK/TRYAGAIN/CROSSSLOT/CLUSTERDOWN before the command runs or is
     // queued (an EXEC is checked against its queue and discarded on error). See cluster/mod.rs.
     if let Some(cl) = server.cluster.as_deref() {
-        if let Err(r) = cl.route(&server.ks, client, top, spec, args) {
-            reject(client, out, &r.text());
-            return Outcome::Done;
+        if !client.from_master {
+            if let Err(r) = cl.route(&server.ks, client, top, spec, args) {
+                reject(client, out, &r.text());
+                return Outcome::Done;
+            }
         }
+    }
+    if let Some(msg) = replication_check(server, client, spec) {
+        reject(client, out, msg);
+        return Outcome::Done;
     }
     if client.multi.is_some()
         && !matches!(
@@ -288,6 +326,40 @@ pub fn dispatch(server: &Server, client: &mut Client, out: &mut Reply, args: &[B
     run(server, client, out, args, spec, handler, false, None)
 }
 
+/// Replica and master-side refusals: writes on a read-only replica, stale data while the
+/// master link is down (`replica-serve-stale-data no`), and writes without enough good
+/// replicas (`min-replicas-to-write`).
+fn replication_check(server: &Server, client: &Client, spec: &CommandSpec) -> Option<&'static str> {
+    let repl = &server.repl;
+    if client.from_master {
+        return None;
+    }
+    if repl.is_replica() {
+        let write = spec.has_flag(flags::WRITE);
+        let c = server.config.read();
+        if write && server.cluster.is_none() && c.get_bool("replica-read-only") {
+            return Some("READONLY You can't write against a read only replica.");
+        }
+        if !spec.has_flag(flags::STALE)
+            && !c.get_bool("replica-serve-stale-data")
+            && !repl.link_up()
+        {
+            return Some(
+                "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            );
+        }
+        return None;
+    }
+    let min = repl.min_replicas.load(Ordering::Relaxed);
+    if min > 0 && spec.has_flag(flags::WRITE) {
+        let lag = repl.min_replicas_lag.load(Ordering::Relaxed);
+        if (repl.good_replicas(crate::db::now_ms(), lag) as u64) < min {
+            return Some("NOREPLICAS Not enough good replicas to write.");
+        }
+    }
+    None
+}
+
 fn reject(client: &mut Client, out: &mut Reply, msg: &str) {
     if client.multi.is_some() {
         client.multi_error = true;
@@ -318,6 +390,13 @@ pub fn run<'a>(
         }
         None => {
             own = Locked::new(&server.ks, client.db, client.now_ms);
+            if client.from_master {
+                own.ignore_expired = true;
+            } else if server.repl.is_replica() {
+                own.no_delete_expired = true;
+            } else if server.repl.feeding() {
+                own.track_expired = true;
+            }
             let mut kp = KeyPositions::new();
             match commands::key_positions(spec, args, &mut kp) {
                 Ok(()) => {}
@@ -343,12 +422,48 @@ pub fn run<'a>(
         args,
         spec,
         in_exec,
+        rewrite: None,
     };
     let outcome = handler(&mut ctx);
+    let rewrite = ctx.rewrite.take();
     let dirty = ks.dirty - dirty_before;
+    // Replication: lazily expired keys first (their DELs), then the command or its rewrite,
+    // all while the keys' shards are still locked so the stream keeps execution order.
+    if !ks.expired_keys.is_empty() {
+        let db = ks.db_index();
+        for k in std::mem::take(&mut ks.expired_keys) {
+            server.repl.propagate(db, &[b"DEL", &k]);
+        }
+    }
     if dirty > 0 {
         server.stats.dirty.add(client.handle.id, dirty);
-        server.propagate(client.db, args);
+        if server.repl.feeding() && !client.from_master {
+            if spec.name == "exec" {
+                // A transaction reaches replicas as MULTI ... EXEC around its writes.
+                if client.exec_multi_sent {
+                    client.exec_multi_sent = false;
+                    server.repl.propagate(client.db, &[b"EXEC"]);
+                }
+            } else {
+                let rewrite = rewrite.or_else(|| {
+                    let reply = out.buf.get(buf_before..).unwrap_or_default();
+                    crate::replication::rewrite::rewrite(spec.name, args, ks, reply)
+                });
+                if in_exec && !client.exec_multi_sent {
+                    client.exec_multi_sent = true;
+                    server.repl.propagate(client.db, &[b"MULTI"]);
+                }
+                match rewrite {
+                    Some(cmds) => {
+                        for c in &cmds {
+                            server.repl.propagate_bytes(client.db, c);
+                        }
+                    }
+                    None => server.repl.propagate_bytes(client.db, args),
+                }
+            }
+            client.woff = server.repl.offset();
+        }
     }
     let micros = started.elapsed().as_micros() as u64;
     server.stats.commands.add(client.handle.id, 1);

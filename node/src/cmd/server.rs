@@ -16,7 +16,6 @@ use slotgate_protocol::resp::{self, parse_i64};
 use slotgate_protocol::Frame;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Commands of this family.
@@ -28,7 +27,6 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("config", config),
     ("command", command),
     ("time", time),
-    ("role", role),
     ("lastsave", lastsave),
     ("save", save),
     ("bgsave", bgsave),
@@ -40,7 +38,6 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("function", function),
     ("memory", memory),
     ("latency", latency),
-    ("wait", wait),
     ("swapdb", swapdb),
 ];
 
@@ -250,12 +247,6 @@ fn uname() -> String {
         field(&u.release),
         field(&u.machine)
     )
-}
-
-/// The replication id shown by INFO replication (stable for the process).
-fn master_replid() -> &'static str {
-    static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(crate::server::random_hex40)
 }
 
 /// Sampled rates for INFO stats: ops/sec, input kbps, output kbps.
@@ -533,9 +524,18 @@ fn info_section(ctx: &mut Ctx, name: &str, s: &mut String) {
                 "rejected_connections",
                 &st.rejected.load(Ordering::Relaxed),
             );
-            l(s, "sync_full", &0);
-            l(s, "sync_partial_ok", &0);
-            l(s, "sync_partial_err", &0);
+            let rs = &server.repl.stats;
+            l(s, "sync_full", &rs.sync_full.load(Ordering::Relaxed));
+            l(
+                s,
+                "sync_partial_ok",
+                &rs.sync_partial_ok.load(Ordering::Relaxed),
+            );
+            l(
+                s,
+                "sync_partial_err",
+                &rs.sync_partial_err.load(Ordering::Relaxed),
+            );
             l(s, "expired_keys", &st.expired.load(Ordering::Relaxed));
             l(s, "expired_stale_perc", &"0.00");
             l(s, "expired_time_cap_reached_count", &0);
@@ -582,17 +582,9 @@ fn info_section(ctx: &mut Ctx, name: &str, s: &mut String) {
         }
         "replication" => {
             s.push_str("# Replication\r\n");
-            l(s, "role", &"master");
-            l(s, "connected_slaves", &0);
-            l(s, "master_failover_state", &"no-failover");
-            l(s, "master_replid", &master_replid());
-            l(s, "master_replid2", &"0".repeat(40));
-            l(s, "master_repl_offset", &0);
-            l(s, "second_repl_offset", &-1);
-            l(s, "repl_backlog_active", &0);
-            l(s, "repl_backlog_size", &cfg.get_int("repl-backlog-size"));
-            l(s, "repl_backlog_first_byte_offset", &0);
-            l(s, "repl_backlog_histlen", &0);
+            for (k, v) in crate::replication::info_fields(server) {
+                l(s, k, &v);
+            }
         }
         "cpu" => {
             s.push_str("# CPU\r\n");
@@ -1196,14 +1188,6 @@ fn time(ctx: &mut Ctx) -> Outcome {
     Outcome::Done
 }
 
-fn role(ctx: &mut Ctx) -> Outcome {
-    ctx.out.array(3);
-    ctx.out.bulk(b"master");
-    ctx.out.int(0);
-    ctx.out.array(0);
-    Outcome::Done
-}
-
 fn lastsave(ctx: &mut Ctx) -> Outcome {
     ctx.out
         .int(ctx.server.last_save.load(Ordering::Relaxed) as i64);
@@ -1268,22 +1252,6 @@ fn shutdown(ctx: &mut Ctx) -> Outcome {
     ctx.server.shutdown.notify_one();
     // No reply: the connection closes and the server exits.
     Outcome::Close
-}
-
-fn wait(ctx: &mut Ctx) -> Outcome {
-    let Some(_n) = ctx.int_arg(1) else {
-        return Outcome::Done;
-    };
-    let Some(timeout) = ctx.int_arg(2) else {
-        return Outcome::Done;
-    };
-    if timeout < 0 {
-        ctx.out.error("ERR timeout is negative");
-        return Outcome::Done;
-    }
-    // Standalone without replicas: no replica can acknowledge; answer at once.
-    ctx.out.int(0);
-    Outcome::Done
 }
 
 // ---------------------------------------------------------------------------------------------

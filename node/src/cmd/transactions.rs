@@ -92,7 +92,7 @@ fn exec(ctx: &mut Ctx) -> Outcome {
             true,
             Some(&mut *ctx.ks),
         );
-        if outcome == Outcome::Close {
+        if matches!(outcome, Outcome::Close) {
             return Outcome::Close;
         }
     }
