@@ -353,19 +353,42 @@ pub fn render(server: &Server) -> String {
             "Replicas connected to this master.",
             num("connected_slaves").unwrap_or(0.0),
         );
-        let replicas = server.repl.replicas();
+        // slaveN:ip=..,port=..,state=..,offset=..,lag=..
+        let replicas: Vec<(String, f64, f64)> = repl
+            .iter()
+            .filter(|(k, _)| k.starts_with("slave") && k[5..].bytes().all(|b| b.is_ascii_digit()))
+            .map(|(_, v)| {
+                let f = |name: &str| {
+                    v.split(',')
+                        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                        .unwrap_or("")
+                };
+                (
+                    format!("{}:{}", f("ip"), f("port")),
+                    f("offset").parse().unwrap_or(0.0),
+                    f("lag").parse().unwrap_or(0.0),
+                )
+            })
+            .collect();
         o.family(
             "replica_lag_bytes",
             "gauge",
             "Bytes of the stream each connected replica has not acknowledged yet.",
         );
-        for r in &replicas {
-            let name = format!("{}:{}", r.ip, r.port);
+        for (name, acked, _) in &replicas {
             o.sample(
                 "replica_lag_bytes",
-                &[("replica", &name)],
-                (offset - r.ack_offset as f64).max(0.0),
+                &[("replica", name)],
+                (offset - acked).max(0.0),
             );
+        }
+        o.family(
+            "replica_lag_seconds",
+            "gauge",
+            "Seconds since each connected replica's last acknowledgement.",
+        );
+        for (name, _, lag) in &replicas {
+            o.sample("replica_lag_seconds", &[("replica", name)], *lag);
         }
     } else {
         o.one(
@@ -378,6 +401,14 @@ pub fn render(server: &Server) -> String {
                 0.0
             },
         );
+        if let Some(io) = num("master_last_io_seconds_ago").filter(|v| *v >= 0.0) {
+            o.one(
+                "repl_last_io_seconds",
+                "gauge",
+                "Seconds since this replica last heard from its master.",
+                io,
+            );
+        }
     }
 
     // Cluster.
