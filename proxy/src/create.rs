@@ -184,9 +184,12 @@ async fn view(a: &mut Admin) -> anyhow::Result<NodeView> {
     })
 }
 
+/// Per node id: (is master, its master, slot ranges).
+type Layout = BTreeMap<String, (bool, Option<String>, String)>;
+
 /// A node's view of the cluster layout, comparable across nodes: per known node, its role,
 /// master and slots (handshake/noaddr entries make it inconsistent).
-fn signature(table: &[NodeLine]) -> Option<BTreeMap<String, (bool, Option<String>, String)>> {
+fn signature(table: &[NodeLine]) -> Option<Layout> {
     let mut out = BTreeMap::new();
     for n in table {
         if n.has("handshake") || n.has("noaddr") {

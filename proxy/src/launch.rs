@@ -204,11 +204,10 @@ fn supervise(
     let mut started = vec![Instant::now(); n];
     let mut delay = vec![RESTART_DELAY; n];
     let mut next_start: Vec<Option<Instant>> = vec![None; n];
-    loop {
-        match stop_rx.recv_timeout(Duration::from_millis(100)) {
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            _ => break,
-        }
+    // Until stop() sends (or the Fleet is gone): poll the children every 100 ms.
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+        stop_rx.recv_timeout(Duration::from_millis(100))
+    {
         let stop = stopping.load(Ordering::Relaxed);
         for i in 0..n {
             let spec = &specs[i];

@@ -33,10 +33,21 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, body.to_string()))
 }
 
-/// A base port with `n` consecutive free ports and their bus ports (+10000).
+/// First port of the kernel's ephemeral range: ports below it are never taken by outgoing
+/// connections, so one found free stays free until a server binds it (docker binds late).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
+/// A base port with `n` consecutive free ports and their bus ports (+10000), below the
+/// ephemeral range.
 fn free_block(n: u16, avoid: &[u16]) -> u16 {
+    let top = ephemeral_start().saturating_sub(n).max(20001);
     for _ in 0..1000 {
-        let base = 20000 + rand::random::<u16>() % 25000;
+        let base = 20000 + rand::random::<u16>() % (top - 20000);
         let ok = (base..base + n).all(|p| {
             !avoid.contains(&p)
                 && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
@@ -47,6 +58,18 @@ fn free_block(n: u16, avoid: &[u16]) -> u16 {
         }
     }
     panic!("no block of {n} free ports");
+}
+
+/// One free port below the ephemeral range (see [`ephemeral_start`]).
+fn quiet_port(avoid: &[u16]) -> u16 {
+    let top = ephemeral_start().max(20001);
+    for _ in 0..1000 {
+        let p = 20000 + rand::random::<u16>() % (top - 20000);
+        if !avoid.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port");
 }
 
 /// True while `pid` exists and is not a zombie.
@@ -258,11 +281,15 @@ fn launch_forms_serves_supervises_stops_and_resumes() {
     let base = free_block(6, &[]);
     let avoid: Vec<u16> = (base..base + 6).chain(base + 10000..base + 10006).collect();
     let node_metrics = free_block(6, &avoid);
+    let mut avoid = avoid;
+    avoid.extend(node_metrics..node_metrics + 6);
+    let listen = quiet_port(&avoid);
+    avoid.push(listen);
     let p = LaunchPorts {
         base,
         node_metrics,
-        listen: free_port(),
-        metrics: free_port(),
+        listen,
+        metrics: quiet_port(&avoid),
     };
     let t = Instant::now();
     let mut l = Launch::start(&data, p, "first");
@@ -532,6 +559,13 @@ fn build_image(image: &str, prometheus: &Path) {
         .spawn()
         .expect("tar");
     let tar_out = tar.stdout.take().expect("tar stdout");
+    // The image this import replaces (removed afterwards, so runs do not pile up images).
+    let previous = Command::new("docker")
+        .args(["image", "inspect", "-f", "{{.Id}}", image])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let import = Command::new("docker")
         .args([
             "import",
@@ -553,6 +587,15 @@ fn build_image(image: &str, prometheus: &Path) {
         "docker import failed: {}",
         String::from_utf8_lossy(&import.stderr)
     );
+    let new_id = String::from_utf8_lossy(&import.stdout).trim().to_string();
+    if let Some(old) = previous.filter(|id| !id.is_empty() && *id != new_id) {
+        // Fails harmlessly while another project still uses it.
+        let _ = Command::new("docker")
+            .args(["rmi", &old])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// One compose project; `down -v` on drop, whatever happened.
@@ -711,10 +754,14 @@ fn docker_compose_lab() {
     build_image(&image, &prometheus);
     eprintln!("image {image} built in {:?}", t0.elapsed());
 
-    let (port, metrics, prom) = (free_port(), free_port(), free_port());
     let mut compose = None;
     let mut last = String::new();
     for _ in 0..4 {
+        // Fresh ports and subnet on every try: a port taken meanwhile, or a subnet that
+        // overlaps another network, only costs a retry.
+        let port = quiet_port(&[]);
+        let metrics = quiet_port(&[port]);
+        let prom = quiet_port(&[port, metrics]);
         let net = format!("172.30.{}", rand::random::<u8>());
         let c = Compose {
             tool: tool.clone(),
@@ -734,16 +781,21 @@ fn docker_compose_lab() {
         };
         let (ok, out) = c.cmd(&["up", "-d", "--no-build"]);
         if ok {
-            compose = Some((c, net));
+            compose = Some((c, net, port, metrics, prom));
             break;
         }
         last = format!("{out}\n{}", c.logs());
-        if !out.to_lowercase().contains("overlap") {
+        let lower = out.to_lowercase();
+        if !lower.contains("overlap") && !lower.contains("address already in use") {
             panic!("docker-compose up failed:\n{last}");
         }
-        // Drop runs `down -v`, then retry on another subnet.
+        eprintln!(
+            "docker-compose up: retrying after: {}",
+            out.lines().last().unwrap_or("")
+        );
+        // Drop runs `down -v` before the next try.
     }
-    let Some((compose, net)) = compose else {
+    let Some((compose, net, port, metrics, prom)) = compose else {
         panic!("docker-compose up failed on every subnet tried:\n{last}");
     };
     eprintln!("compose up in {:?}", t0.elapsed());
