@@ -34,7 +34,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Benchmark side by side on loopback: slotgate-node vs redis-server (`--suite node`),
-    /// slotgate vs a direct cluster client vs twemproxy (`--suite front`), or both.
+    /// slotgate vs a direct cluster client vs twemproxy (`--suite front`), or both; replication
+    /// and failover, slotgate-node vs redis-server (`--suite repl`).
     Compare(CompareArgs),
 }
 

@@ -271,11 +271,6 @@ pub fn start_cluster(spec: &NodeSpec, masters: usize, replicas: usize) -> Cluste
     );
     let c = Cluster { nodes };
     c.wait_ok(Duration::from_secs(30));
-    if replicas > 0 {
-        wait_until("every replica's link up", Duration::from_secs(30), || {
-            all_replicas_linked(&c)
-        });
-    }
     wait_until(
         "every node to see every master with its replicas",
         Duration::from_secs(30),
@@ -286,15 +281,27 @@ pub fn start_cluster(spec: &NodeSpec, masters: usize, replicas: usize) -> Cluste
             })
         },
     );
+    if replicas > 0 {
+        wait_until(
+            "every replica's role:slave and link up",
+            Duration::from_secs(30),
+            || all_replicas_linked(&c),
+        );
+    }
     c
 }
 
-/// True when every node that calls itself a replica has its master link up.
+/// True when every node that is a replica in its own CLUSTER NODES line reports `role:slave`
+/// and `master_link_status:up` in INFO replication.
 pub fn all_replicas_linked(c: &Cluster) -> bool {
     c.nodes.iter().all(|p| {
+        let me_replica = cluster_nodes(p.port)
+            .iter()
+            .any(|n| n.has("myself") && n.has("slave"));
         let i = info(p.port, "replication");
-        i.get("role").map(String::as_str) == Some("master")
-            || i.get("master_link_status").map(String::as_str) == Some("up")
+        !me_replica
+            || (i.get("role").map(String::as_str) == Some("slave")
+                && i.get("master_link_status").map(String::as_str) == Some("up"))
     })
 }
 

@@ -94,8 +94,9 @@ fn kill_master_failover(bin: &Path) {
     let t_dead = Instant::now();
 
     let limit = Duration::from_millis(NODE_TIMEOUT_MS) + FAILOVER_MARGIN;
-    let promoted = wait_until("the replica to become master", limit, || {
+    let promoted = wait_until("the replica to become master of the slots", limit, || {
         info(heir, "replication").get("role").map(String::as_str) == Some("master")
+            && owns(heir, &victim_slots)
     });
     let live: Vec<u16> = ports.iter().copied().filter(|&p| p != victim).collect();
     let mut probe = SlotClient::new(&live, Duration::from_secs(2));

@@ -2,14 +2,17 @@
 //! runs the same workloads against each in interleaved rounds (A B A B ...) with both
 //! redis-benchmark and slotgate-bench, and writes a Markdown report.
 //!
-//! Two suites: `node` (slotgate-node vs redis-server, standalone, plus a memory dataset) and
-//! `front` (module [`front`]: the slotgate proxy vs a direct cluster client vs twemproxy).
+//! Three suites: `node` (slotgate-node vs redis-server, standalone, plus a memory dataset),
+//! `front` (module [`front`]: the slotgate proxy vs a direct cluster client vs twemproxy) and
+//! `repl` (module [`repl`]: failover time, replication lag and full sync, slotgate-node vs
+//! redis-server).
 
 pub mod cluster_fixture;
 pub mod front;
 pub mod front_report;
 pub mod procfs;
 pub mod redis_benchmark;
+pub mod repl;
 pub mod report;
 pub mod target;
 
@@ -40,6 +43,9 @@ pub enum Suite {
     Front,
     /// `node`, then `front`.
     All,
+    /// Replication and failover, slotgate-node vs redis-server (`--targets`): failover time,
+    /// replication lag under a paced load, full sync time.
+    Repl,
 }
 
 /// Kinds of target `--targets` can name.
@@ -150,7 +156,7 @@ pub struct CompareArgs {
     #[arg(long)]
     pub memory_keys: Option<u64>,
     /// Time budget of each suite in seconds [default: 600, --quick: 90; front suite: 420,
-    /// --quick: 85].
+    /// --quick: 85; repl suite: 600, --quick: 180].
     #[arg(long)]
     pub max_time: Option<f64>,
     /// About a minute: one round, fewer requests and keys.
@@ -162,6 +168,18 @@ pub struct CompareArgs {
     /// Print the report without writing it.
     #[arg(long)]
     pub no_write: bool,
+    /// Repl suite: cluster-node-timeout (ms) of the failover cluster.
+    #[arg(long, default_value_t = 2000)]
+    pub repl_node_timeout: u64,
+    /// Repl suite: writes per second of the paced load during the lag measurement.
+    #[arg(long, default_value_t = 50_000.0)]
+    pub lag_rate: f64,
+    /// Repl suite: seconds of the lag measurement [default: 10, --quick: 4].
+    #[arg(long)]
+    pub lag_secs: Option<f64>,
+    /// Repl suite: keys of the full sync (DEBUG POPULATE) [default: 1000000, --quick: 200000].
+    #[arg(long)]
+    pub sync_keys: Option<u64>,
 }
 
 /// The resolved plan of one suite.
@@ -175,10 +193,14 @@ pub(crate) struct Plan {
     pub(crate) idle_conns: usize,
     /// Length of each paced half-load run (zero = skip).
     pub(crate) half_load: Duration,
+    /// Repl suite: seconds of the lag measurement.
+    pub(crate) lag_secs: f64,
+    /// Repl suite: keys of the full sync.
+    pub(crate) sync_keys: u64,
 }
 
 impl Plan {
-    /// Resolves the defaults of `suite` (`Node` or `Front`).
+    /// Resolves the defaults of `suite` (`Node`, `Front` or `Repl`).
     pub(crate) fn new(args: CompareArgs, suite: Suite) -> Result<Plan> {
         let q = args.quick;
         let front = suite == Suite::Front;
@@ -192,12 +214,30 @@ impl Plan {
         let memory_keys = args
             .memory_keys
             .unwrap_or(if q { 200_000 } else { 1_000_000 });
-        let secs = args.max_time.unwrap_or(match (front, q) {
-            (false, false) => 600.0,
-            (false, true) => 90.0,
-            (true, false) => 420.0,
-            (true, true) => 85.0,
+        let secs = args.max_time.unwrap_or(match (suite, front, q) {
+            (Suite::Repl, _, false) => 600.0,
+            (Suite::Repl, _, true) => 180.0,
+            (_, false, false) => 600.0,
+            (_, false, true) => 90.0,
+            (_, true, false) => 420.0,
+            (_, true, true) => 85.0,
         });
+        let lag_secs = args.lag_secs.unwrap_or(if q { 4.0 } else { 10.0 });
+        if !(lag_secs.is_finite() && (1.0..=3600.0).contains(&lag_secs)) {
+            bail!("--lag-secs must be within 1..=3600");
+        }
+        if !(args.lag_rate.is_finite() && args.lag_rate > 0.0 && args.lag_rate <= 10_000_000.0) {
+            bail!("--lag-rate must be a positive number of writes per second");
+        }
+        let sync_keys = args
+            .sync_keys
+            .unwrap_or(if q { 200_000 } else { 1_000_000 });
+        if !(1..=100_000_000).contains(&sync_keys) {
+            bail!("--sync-keys must be within 1..=100000000");
+        }
+        if !(100..=600_000).contains(&args.repl_node_timeout) {
+            bail!("--repl-node-timeout must be within 100..=600000 ms");
+        }
         if !(secs.is_finite() && secs > 0.0 && secs < 1e6) {
             bail!("--max-time must be a positive number of seconds");
         }
@@ -237,6 +277,8 @@ impl Plan {
             max_time: Duration::from_secs_f64(secs),
             idle_conns,
             half_load: Duration::from_secs_f64(half),
+            lag_secs,
+            sync_keys,
         })
     }
 
@@ -320,6 +362,7 @@ pub fn main(args: CompareArgs) -> Result<()> {
         Suite::Node => &[Suite::Node],
         Suite::Front => &[Suite::Front],
         Suite::All => &[Suite::Node, Suite::Front],
+        Suite::Repl => &[Suite::Repl],
     };
     // Validate every suite's options before anything starts.
     let plans = suites
@@ -346,6 +389,7 @@ pub fn main(args: CompareArgs) -> Result<()> {
         check_stop(&stop)?;
         let res = match suite {
             Suite::Front => front::run(&plan, &rt, &stop, &machine),
+            Suite::Repl => repl::run(&plan, &rt, &stop, &machine),
             _ => run_node_suite(&plan, &rt, &stop, &machine),
         };
         if let Err(e) = res {

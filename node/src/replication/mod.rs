@@ -118,8 +118,11 @@ pub struct Replication {
     paused_until_ms: AtomicU64,
     /// Bumped by every change of master: a replica link task of an older generation exits.
     generation: AtomicU64,
-    /// Publishes the stream's end offset to the master-side link tasks.
-    stream_tx: tokio::sync::watch::Sender<u64>,
+    /// Wakes master-side link tasks parked waiting for stream bytes.
+    stream_notify: tokio::sync::Notify,
+    /// True while at least one link task is parked (writers only notify then: one atomic
+    /// swap per write instead of a wake-up per write).
+    link_parked: AtomicBool,
     /// Bumped on every ACK from a replica (WAIT waiters).
     ack_tx: tokio::sync::watch::Sender<u64>,
     /// Counters.
@@ -182,7 +185,8 @@ impl Replication {
             is_replica: AtomicBool::new(false),
             paused_until_ms: AtomicU64::new(0),
             generation: AtomicU64::new(0),
-            stream_tx: tokio::sync::watch::channel(0).0,
+            stream_notify: tokio::sync::Notify::new(),
+            link_parked: AtomicBool::new(false),
             ack_tx: tokio::sync::watch::channel(0).0,
             stats: ReplStats::default(),
             control: std::sync::OnceLock::new(),
@@ -371,7 +375,8 @@ impl Replication {
         let end = self.append(&mut f, &buf);
         f.scratch = buf;
         drop(f);
-        self.stream_tx.send_replace(end);
+        let _ = end;
+        self.wake_links();
     }
 
     /// Propagates a command given as owned arguments.
@@ -394,12 +399,33 @@ impl Replication {
         }
         let end = self.append(&mut f, bytes);
         drop(f);
-        self.stream_tx.send_replace(end);
+        let _ = end;
+        self.wake_links();
+    }
+
+    fn wake_links(&self) {
+        // SeqCst pairs with `wait_stream` (store parked, then read the offset).
+        if self.link_parked.load(Ordering::SeqCst) && self.link_parked.swap(false, Ordering::SeqCst)
+        {
+            self.stream_notify.notify_waiters();
+        }
+    }
+
+    /// Waits until stream bytes past `pos` may exist (a link task with nothing to send).
+    async fn wait_stream(&self, pos: u64) {
+        let notified = self.stream_notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        self.link_parked.store(true, Ordering::SeqCst);
+        if self.offset.load(Ordering::SeqCst) > pos {
+            return;
+        }
+        notified.await;
     }
 
     fn append(&self, f: &mut Feed, bytes: &[u8]) -> u64 {
         f.data.extend(bytes.iter().copied());
-        let end = self.offset.fetch_add(bytes.len() as u64, Ordering::AcqRel) + bytes.len() as u64;
+        let end = self.offset.fetch_add(bytes.len() as u64, Ordering::SeqCst) + bytes.len() as u64;
         // Trim: keep `size` bytes, and everything a link still needs (within its limit).
         let keep_from_backlog = end.saturating_sub(f.size as u64);
         let mut keep_from = keep_from_backlog;
