@@ -246,7 +246,7 @@ pub static DIRECTIVES: &[Directive] = &[
     ),
     d!("unixsocket", Kind::Str, "", false),
     d!("unixsocketperm", Kind::Int(0, 0o777), "0", false),
-    d!("metrics-port", Kind::Int(0, 65535), "0", false),
+    d!("metrics-port", Kind::Int(0, 65535), "0", true),
     d!(
         "enable-debug-command",
         Kind::Enum(&["yes", "no", "local"]),

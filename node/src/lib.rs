@@ -14,6 +14,8 @@ pub mod db;
 pub mod glob;
 pub mod log;
 pub mod longdouble;
+// Prometheus `/metrics` (`metrics-port`), issue 7.
+pub mod metrics;
 pub mod pubsub;
 pub mod rdb;
 pub mod replication;

@@ -491,6 +491,11 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
     if server.cluster.is_some() {
         crate::cluster::bus::start(server.clone(), &addrs, real_port).await?;
     }
+    // Prometheus /metrics on `metrics-port` (node/src/metrics.rs).
+    let metrics_port = server.config.read().get_int("metrics-port");
+    if metrics_port > 0 {
+        crate::metrics::start(server.clone(), &sockaddrs, metrics_port as u16).await?;
+    }
     tokio::spawn(active_expire_cycle(server.clone()));
     server.shutdown.notified().await;
     server.log.warning("User requested shutdown...");

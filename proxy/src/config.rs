@@ -1,13 +1,40 @@
 //! Command-line flags (clap) and the TOML config file (`--config`): every flag may also be
-//! set in the file under the same name; flags given on the command line win.
+//! set in the file under the same name; flags given on the command line win. The lab
+//! subcommands (`create`, `status`, `probe`) and the `--launch` flags live here too.
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// slotgate: a Redis Cluster proxy for non-cluster clients.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "slotgate", version, args_override_self = true)]
 pub struct Cli {
+    /// Lab subcommands; without one, slotgate is the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Start a local cluster of N slotgate-node processes (default 6: 3 masters + 3
+    /// replicas), form it (or resume the one in --data-dir) and serve it as the proxy.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "6")]
+    pub launch: Option<usize>,
+    /// --launch: replicas per master.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// --launch: client port of the first node (node i uses base+i, its bus base+i+10000).
+    #[arg(long, default_value_t = 7000)]
+    pub base_port: u16,
+    /// --launch: where node configs, cluster state and logs live (one directory per port).
+    #[arg(long, default_value = "slotgate-lab")]
+    pub data_dir: PathBuf,
+    /// --launch: the slotgate-node binary (default: beside slotgate, else on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub node_bin: Option<PathBuf>,
+    /// --launch: cluster-node-timeout of the nodes in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub node_timeout_ms: u64,
+    /// --launch: metrics port of the first node (node i serves /metrics on this + i; 0 = off).
+    #[arg(long, default_value_t = 9122)]
+    pub node_metrics_port: u16,
     /// TOML file with any of these settings (`listen = "127.0.0.1:6380"`, `seed = ["h:p"]`).
     #[arg(long)]
     pub config: Option<String>,
@@ -77,6 +104,75 @@ pub struct Cli {
     /// Log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+}
+
+/// The lab subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Form a new cluster from empty cluster-mode nodes (as `redis-cli --cluster create`);
+    /// does nothing and exits 0 when they already form one cluster that is ok.
+    Create(CreateArgs),
+    /// Print the cluster's nodes: role, slots, keys, link state, epoch.
+    Status(StatusArgs),
+    /// Health check: `HOST:PORT [COMMAND...]` must answer without an error (default PING),
+    /// `http://HOST:PORT/PATH` must answer 2xx. Exit 0 healthy, 1 not.
+    Probe(ProbeArgs),
+}
+
+/// `slotgate create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// The nodes (`host:port`), masters first as redis-cli takes them.
+    #[arg(required = true, value_name = "HOST:PORT")]
+    pub nodes: Vec<String>,
+    /// Replicas per master.
+    #[arg(long, default_value_t = 0)]
+    pub replicas: usize,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_secs: u64,
+    /// Password of the nodes.
+    #[arg(long)]
+    pub password: Option<String>,
+    /// ACL user of the nodes.
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+/// `slotgate status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Any node of the cluster.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7000")]
+    pub seed: String,
+    /// Password of the nodes.
+    #[arg(long)]
+    pub password: Option<String>,
+    /// ACL user of the nodes.
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+/// `slotgate probe`.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// `host:port` (a RESP server) or `http://host:port/path`.
+    pub target: String,
+    /// The command to send (default PING).
+    #[arg(trailing_var_arg = true)]
+    pub command: Vec<String>,
+    /// The reply must contain this text.
+    #[arg(long)]
+    pub expect: Option<String>,
+    /// Password for AUTH.
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Deadline in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+    /// Print nothing on success.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 fn toml_to_args(text: &str) -> anyhow::Result<Vec<String>> {
@@ -191,5 +287,39 @@ mod tests {
         assert_eq!(c.listen.port(), 8888);
         assert_eq!(c.seeds, vec!["a:1", "b:2"]);
         assert_eq!(c.conns_per_node, 4);
+        assert!(c.command.is_none() && c.launch.is_none());
+    }
+
+    #[test]
+    fn launch_and_subcommands_parse() {
+        let c = Cli::parse_from(["slotgate", "--launch"]);
+        assert_eq!(c.launch, Some(6));
+        assert_eq!(c.replicas, 1);
+        let c = Cli::parse_from(["slotgate", "--launch", "9", "--replicas", "2"]);
+        assert_eq!((c.launch, c.replicas), (Some(9), 2));
+        let c = Cli::parse_from(["slotgate", "create", "a:1", "b:2", "c:3", "--replicas", "0"]);
+        match c.command {
+            Some(Command::Create(a)) => assert_eq!(a.nodes.len(), 3),
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::parse_from([
+            "slotgate", "probe", "h:1", "cluster", "info", "--expect", "ok",
+        ]);
+        match c.command {
+            Some(Command::Probe(a)) => {
+                assert_eq!(a.command, vec!["cluster", "info", "--expect", "ok"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::parse_from([
+            "slotgate", "probe", "--expect", "ok", "h:1", "cluster", "info",
+        ]);
+        match c.command {
+            Some(Command::Probe(a)) => {
+                assert_eq!(a.command, vec!["cluster", "info"]);
+                assert_eq!(a.expect.as_deref(), Some("ok"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

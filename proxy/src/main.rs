@@ -5,9 +5,16 @@
 //! `local.rs` for proxy-answered and broadcast commands) → router over the slot map
 //! (`router.rs`, `slotmap.rs`) → per-node connection pool (`pool.rs`); redirects in
 //! `redirect.rs`; metrics in `metrics.rs`.
+//!
+//! The lab: `--launch` (`launch.rs`) starts and supervises a node fleet and serves it;
+//! `slotgate create` (`create.rs`), `status` and `probe` (`status.rs`) share the admin
+//! client in `admin.rs`.
 
+mod admin;
 mod client;
 mod config;
+mod create;
+mod launch;
 mod local;
 mod metrics;
 mod pool;
@@ -17,6 +24,7 @@ mod router;
 mod session;
 mod slotmap;
 mod splitter;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,25 +58,22 @@ fn main() {
 }
 
 async fn run(cli: config::Cli) -> i32 {
+    match &cli.command {
+        Some(config::Command::Create(a)) => return create::main(a).await,
+        Some(config::Command::Status(a)) => return status::main(a).await,
+        Some(config::Command::Probe(a)) => return status::probe(a).await,
+        None => {}
+    }
+    if cli.launch.is_some() {
+        return launch::main(cli).await;
+    }
     if cli.seeds.is_empty() {
-        eprintln!("slotgate: no cluster to front: give at least one --seed HOST:PORT");
+        eprintln!("slotgate: no cluster to front: give at least one --seed HOST:PORT (or start a local one with --launch)");
         return 2;
     }
-    // Check the address with a plain bind first (SO_REUSEPORT would silently share a port
-    // with another slotgate), then every worker binds its own SO_REUSEPORT listener.
-    let listen = match std::net::TcpListener::bind(cli.listen) {
-        Ok(l) => l.local_addr().unwrap_or(cli.listen),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            eprintln!(
-                "slotgate: {} is already in use (is a redis-server running there?). Pick another address with --listen 127.0.0.1:PORT",
-                cli.listen
-            );
-            return 1;
-        }
-        Err(e) => {
-            eprintln!("slotgate: cannot listen on {}: {e}", cli.listen);
-            return 1;
-        }
+    let listen = match check_listen(cli.listen) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     if let Some(addr) = cli.metrics {
         if let Err(e) = metrics::install(addr) {
@@ -76,6 +81,37 @@ async fn run(cli: config::Cli) -> i32 {
             return 1;
         }
     }
+    let seeds = cli.seeds.clone();
+    serve(&cli, listen, seeds, Box::new(|| {})).await
+}
+
+/// Checks that the client address is free with a plain bind (SO_REUSEPORT would silently
+/// share a port with another slotgate); returns the address (port 0 resolved) or an exit code.
+fn check_listen(addr: std::net::SocketAddr) -> Result<std::net::SocketAddr, i32> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(l) => Ok(l.local_addr().unwrap_or(addr)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!(
+                "slotgate: {addr} is already in use (is a redis-server running there?). Pick another address with --listen 127.0.0.1:PORT"
+            );
+            Err(1)
+        }
+        Err(e) => {
+            eprintln!("slotgate: cannot listen on {addr}: {e}");
+            Err(1)
+        }
+    }
+}
+
+/// Serves clients on `listen` in front of the cluster `seeds` until SIGTERM/SIGINT, then
+/// drains; `on_ready` runs once the workers accept. Metrics must already be installed when
+/// `cli.metrics` is set. Returns the exit code.
+async fn serve(
+    cli: &config::Cli,
+    listen: std::net::SocketAddr,
+    seeds: Vec<String>,
+    on_ready: Box<dyn FnOnce() + Send>,
+) -> i32 {
     let pool_cfg = pool::PoolConfig {
         conns_per_node: cli.conns_per_node,
         connect_timeout: Duration::from_millis(cli.connect_timeout_ms),
@@ -89,7 +125,7 @@ async fn run(cli: config::Cli) -> i32 {
         resp3: false,
     };
     let router_cfg = router::RouterConfig {
-        seeds: cli.seeds.clone(),
+        seeds,
         pool: pool_cfg,
         min_refresh_interval: Duration::from_millis(cli.min_refresh_interval_ms),
         refresh_period: Duration::from_secs(cli.refresh_interval_secs),
@@ -190,6 +226,7 @@ async fn run(cli: config::Cli) -> i32 {
             .unwrap_or_default()
     );
     println!("Ready to accept connections on {listen}");
+    on_ready();
     wait_for_shutdown(&p, listen).await;
     // Drain: clients finish the requests they have in flight, idle ones are closed.
     p.draining.store(true, std::sync::atomic::Ordering::Relaxed);
