@@ -610,7 +610,11 @@ async fn active_expire_cycle(server: Arc<Server>) {
     loop {
         tick.tick().await;
         // Replicas leave expiry to their master (it sends the DELs), as Redis.
-        if !server.active_expire.load(Ordering::Relaxed) || server.repl.is_replica() {
+        // Expiry also waits out a CLIENT PAUSE (its DELs are writes), as Redis.
+        if !server.active_expire.load(Ordering::Relaxed)
+            || server.repl.is_replica()
+            || (server.repl.pause_set() && server.repl.writes_paused(crate::db::now_ms()))
+        {
             continue;
         }
         let now = crate::db::now_ms();

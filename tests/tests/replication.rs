@@ -582,6 +582,7 @@ fn expiry_follows_master(bin: &Path) {
         ),
         "OK"
     );
+    let paused_at = t_set.elapsed();
     std::thread::sleep(
         (t_set + Duration::from_millis(2300)).saturating_duration_since(Instant::now()),
     );
@@ -590,7 +591,7 @@ fn expiry_follows_master(bin: &Path) {
     assert_eq!(
         dbsize(r.port),
         Some(2),
-        "the replica must not expire keys itself"
+        "the replica must not expire keys itself (writes paused {paused_at:?} after the SET)"
     );
     assert_eq!(
         text(&c.call(&["CLIENT", "UNPAUSE"]).expect("unpause")),
