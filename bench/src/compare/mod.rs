@@ -4,10 +4,12 @@
 //!
 //! Three suites: `node` (slotgate-node vs redis-server, standalone, plus a memory dataset),
 //! `front` (module [`front`]: the slotgate proxy vs a direct cluster client vs twemproxy) and
+//! `cluster` (module [`cluster_suite`]: cluster mode vs standalone, idle bus, reshard time) and
 //! `repl` (module [`repl`]: failover time, replication lag and full sync, slotgate-node vs
 //! redis-server).
 
 pub mod cluster_fixture;
+pub mod cluster_suite;
 pub mod front;
 pub mod front_report;
 pub mod procfs;
@@ -41,7 +43,10 @@ pub enum Suite {
     Node,
     /// Cluster fronts: slotgate proxy, direct cluster client, twemproxy (`--front-targets`).
     Front,
-    /// `node`, then `front`.
+    /// Cluster mode itself, slotgate-node and redis-server: per-node throughput vs
+    /// standalone, idle bus traffic and CPU, a 4096-slot reshard.
+    Cluster,
+    /// `node`, then `front`, then `cluster`.
     All,
     /// Replication and failover, slotgate-node vs redis-server (`--targets`): failover time,
     /// replication lag under a paced load, full sync time.
@@ -159,6 +164,14 @@ pub struct CompareArgs {
     /// --quick: 85; repl suite: 600, --quick: 180].
     #[arg(long)]
     pub max_time: Option<f64>,
+    /// Cluster suite: seconds the idle 6-node clusters are measured, 0 to skip [default: 10,
+    /// --quick: 3].
+    #[arg(long)]
+    pub idle_secs: Option<f64>,
+    /// Cluster suite: keys in the cluster before the 4096-slot reshard, 0 to skip
+    /// [default: 1000000, --quick: 100000].
+    #[arg(long)]
+    pub reshard_keys: Option<u64>,
     /// About a minute: one round, fewer requests and keys.
     #[arg(long)]
     pub quick: bool,
@@ -361,8 +374,9 @@ pub fn main(args: CompareArgs) -> Result<()> {
     let suites: &[Suite] = match args.suite {
         Suite::Node => &[Suite::Node],
         Suite::Front => &[Suite::Front],
-        Suite::All => &[Suite::Node, Suite::Front],
+        Suite::Cluster => &[Suite::Cluster],
         Suite::Repl => &[Suite::Repl],
+        Suite::All => &[Suite::Node, Suite::Front, Suite::Cluster],
     };
     // Validate every suite's options before anything starts.
     let plans = suites
@@ -390,6 +404,7 @@ pub fn main(args: CompareArgs) -> Result<()> {
         let res = match suite {
             Suite::Front => front::run(&plan, &rt, &stop, &machine),
             Suite::Repl => repl::run(&plan, &rt, &stop, &machine),
+            Suite::Cluster => cluster_suite::run(&plan, &rt, &stop, &machine),
             _ => run_node_suite(&plan, &rt, &stop, &machine),
         };
         if let Err(e) = res {

@@ -15,6 +15,7 @@
 //! configuration changes; only open slots, foreign slots and errors take the lock.
 
 pub mod bus;
+mod confsave;
 pub mod failover;
 pub mod failure;
 pub mod migrate;
@@ -28,7 +29,6 @@ use slotgate_protocol::commands::{self, flags, CommandSpec, KeyPositions};
 use slotgate_protocol::slot::{key_slot, SLOT_COUNT};
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -1066,37 +1066,7 @@ pub fn info_fields(server: &crate::server::Server) -> Vec<(&'static str, String)
     vec![("cluster_enabled", if on { "1" } else { "0" }.to_string())]
 }
 
-/// Writes `text` to `path` atomically: temp file, (fsync), rename, (fsync of the directory).
-pub fn write_atomic(path: &Path, text: &str, fsync: bool) -> std::io::Result<()> {
-    let tmp = path.with_file_name(format!(
-        "{}.tmp-{}",
-        path.file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "nodes.conf".into()),
-        std::process::id()
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        if fsync {
-            f.sync_all()?;
-        }
-    }
-    std::fs::rename(&tmp, path)?;
-    if !fsync {
-        return Ok(());
-    }
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        }) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
-}
+pub use confsave::write_atomic;
 
 impl Cluster {
     /// Builds the cluster state from the configuration: loads `cluster-config-file` (relative
