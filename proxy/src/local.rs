@@ -14,50 +14,6 @@ use std::sync::Arc;
 
 /// Commands the proxy refuses, with the reason given to the client.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "multi",
-        "transactions are not supported through the proxy yet",
-    ),
-    (
-        "exec",
-        "transactions are not supported through the proxy yet",
-    ),
-    (
-        "discard",
-        "transactions are not supported through the proxy yet",
-    ),
-    (
-        "watch",
-        "transactions are not supported through the proxy yet",
-    ),
-    (
-        "unwatch",
-        "transactions are not supported through the proxy yet",
-    ),
-    (
-        "subscribe",
-        "pub/sub is not supported through the proxy yet",
-    ),
-    (
-        "psubscribe",
-        "pub/sub is not supported through the proxy yet",
-    ),
-    (
-        "ssubscribe",
-        "pub/sub is not supported through the proxy yet",
-    ),
-    (
-        "unsubscribe",
-        "pub/sub is not supported through the proxy yet",
-    ),
-    (
-        "punsubscribe",
-        "pub/sub is not supported through the proxy yet",
-    ),
-    (
-        "sunsubscribe",
-        "pub/sub is not supported through the proxy yet",
-    ),
     ("monitor", "MONITOR is not supported through the proxy"),
     (
         "sync",
@@ -189,15 +145,31 @@ pub fn handle(
             None => r(error_reply("ERR value is not an integer or out of range")),
         },
         "readonly" | "readwrite" => r(ok()),
-        "unsubscribe" | "punsubscribe" => {
-            // Not subscribed to anything: Redis answers one confirmation with a null name.
-            let mut o = BytesMut::new();
-            let n = if client.resp3 { b'>' } else { b'*' };
-            resp::write_header(&mut o, n, 3);
-            resp::write_bulk(&mut o, name.as_bytes());
-            o.extend_from_slice(if client.resp3 { b"_\r\n" } else { b"$-1\r\n" });
-            resp::write_integer(&mut o, 0);
-            r(o.freeze())
+        // Not subscribed to anything (pub/sub mode is served by session.rs).
+        "unsubscribe" | "punsubscribe" => r(crate::session::unsubscribed_reply(
+            client.resp3,
+            name,
+            &args[1..],
+        )),
+        "sunsubscribe" => {
+            let first = args.get(1).map(|c| slotgate_protocol::key_slot(c));
+            if args[1..]
+                .iter()
+                .any(|c| Some(slotgate_protocol::key_slot(c)) != first)
+            {
+                return r(error_reply(
+                    "CROSSSLOT Keys in request don't hash to the same slot",
+                ));
+            }
+            r(crate::session::unsubscribed_reply(
+                client.resp3,
+                name,
+                &args[1..],
+            ))
+        }
+        "reset" => {
+            reset_client(proxy, client);
+            r(Bytes::from_static(b"+RESET\r\n"))
         }
         "auth" => r(auth(proxy, client, &args[1..])),
         "hello" => r(hello(proxy, client, args)),
@@ -240,6 +212,16 @@ pub fn handle(
         }
         _ => None,
     }
+}
+
+/// RESET: the client's state back to a fresh connection's (the pinned transaction connection
+/// is closed, RESP2, no name, authenticated again only when no password is required).
+pub fn reset_client(proxy: &Proxy, client: &mut ClientState) {
+    client.tx = crate::session::Tx::default();
+    client.resp3 = false;
+    client.last_write = None;
+    client.authenticated = proxy.cfg().requirepass.is_none();
+    *client.info.name.lock() = None;
 }
 
 /// Keyless commands that are not local: sent to any master (TIME, PUBLISH, EVAL with 0 keys...).

@@ -82,7 +82,7 @@ pub enum Pending {
         /// The encoded command.
         data: Bytes,
     },
-    /// (P)SUBSCRIBE: the connection switches to pub/sub mode.
+    /// (P|S)SUBSCRIBE: the connection switches to pub/sub mode.
     Subscribe(Vec<Bytes>),
 }
 
@@ -119,7 +119,7 @@ pub fn dispatch(
     if let Some(p) = transaction(client, spec, args, enc) {
         return p;
     }
-    if matches!(spec.name, "subscribe" | "psubscribe")
+    if matches!(spec.name, "subscribe" | "psubscribe" | "ssubscribe")
         && client.authenticated
         && commands::arity_ok(spec, args.len())
     {
