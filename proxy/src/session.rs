@@ -289,7 +289,8 @@ pub async fn run_tx(op: TxOp, st: &mut ClientState) -> Bytes {
             }
             let reply = match st.tx.conn.as_mut() {
                 Some(conn) => match conn.call(b"*1\r\n$4\r\nEXEC\r\n", 1).await {
-                    Ok(mut r) => r.pop().unwrap_or_default(),
+                    // A slot that moved since MULTI: the node discarded the transaction.
+                    Ok(mut r) => clean_error(r.pop().unwrap_or_default(), &st.router),
                     Err(e) => lost(e),
                 },
                 None => lost(std::io::ErrorKind::NotConnected.into()),
@@ -300,42 +301,140 @@ pub async fn run_tx(op: TxOp, st: &mut ClientState) -> Bytes {
     }
 }
 
+/// False when `addr` answers a redirect for `key` (it no longer serves the slot); true when
+/// it serves it or cannot be asked (a stale slot map must not cut a blocked client).
+async fn still_owner(st: &ClientState, addr: &Arc<str>, key: &Bytes) -> bool {
+    let mut enc = BytesMut::new();
+    slotgate_protocol::resp::write_command(&mut enc, &[&b"EXISTS"[..], key]);
+    let probe = st.router.pool(addr).send(st.id, enc.freeze(), 1);
+    match tokio::time::timeout(Duration::from_secs(2), probe).await {
+        Ok(Ok(Ok(r))) => error_text(&r).and_then(parse_redirect).is_none(),
+        _ => true,
+    }
+}
+
+/// How long a blocking command keeps retrying when its node is unreachable (failover).
+const BLOCKING_RETRY_FOR: Duration = Duration::from_secs(60);
+
 /// Runs a blocking command on its own connection to the slot's master, following MOVED/ASK.
-pub async fn run_blocking(st: &ClientState, slot: u16, data: Bytes) -> Bytes {
+/// It survives its node: a lost connection (node killed) or a slot that the map gives to
+/// another node (reshard, failover; a node that keeps the client blocked instead of answering
+/// MOVED) makes it start again on the new owner, within the command's own timeout.
+pub async fn run_blocking(
+    st: &ClientState,
+    slot: u16,
+    data: Bytes,
+    key: Bytes,
+    timeout: Option<Duration>,
+    null_bulk: bool,
+) -> Bytes {
+    let started = tokio::time::Instant::now();
+    let deadline = timeout.map(|t| started + t);
+    let null = || -> Bytes {
+        if st.resp3 {
+            Bytes::from_static(b"_\r\n")
+        } else if null_bulk {
+            Bytes::from_static(b"$-1\r\n")
+        } else {
+            Bytes::from_static(b"*-1\r\n")
+        }
+    };
     let mut target: Option<Arc<str>> = None;
     let mut asking = false;
-    for _ in 0..crate::redirect::MAX_REDIRECTS {
+    let mut redirects = 0;
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return null();
+        }
+        if let Some(t) = failing_since {
+            if t.elapsed() > BLOCKING_RETRY_FOR {
+                return error_reply("ERR slotgate: the slot's master stayed unreachable");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
         let addr = match target.take() {
             Some(a) => a,
             None => match st.router.map().master_of(slot) {
                 Some(a) => a.clone(),
-                None => return error_reply("CLUSTERDOWN Hash slot not served"),
+                None => {
+                    st.router.schedule_refresh(None);
+                    failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    continue;
+                }
             },
         };
-        let mut conn = match Dedicated::open(&st.router, addr, st.resp3).await {
+        let mut conn = match Dedicated::open(&st.router, addr.clone(), st.resp3).await {
             Ok(c) => c,
-            Err(e) => {
+            Err(_) => {
                 st.router.schedule_refresh(None);
-                return error_reply(&format!("ERR slotgate: {e}"));
+                failing_since.get_or_insert_with(tokio::time::Instant::now);
+                continue;
             }
         };
-        let reply = if asking {
-            let mut d = BytesMut::from(&b"*1\r\n$6\r\nASKING\r\n"[..]);
-            d.extend_from_slice(&data);
-            conn.call(&d, 2)
-                .await
-                .map(|mut v| v.pop().unwrap_or_default())
-        } else {
-            conn.call(&data, 1)
-                .await
-                .map(|mut v| v.pop().unwrap_or_default())
+        let mut d = BytesMut::new();
+        if asking {
+            d.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
+        }
+        d.extend_from_slice(&data);
+        let sent = conn.send(&d).await;
+        let asked = std::mem::take(&mut asking);
+        if sent.is_err() || (asked && conn.read_frame().await.is_err()) {
+            st.router.schedule_refresh(None);
+            failing_since.get_or_insert_with(tokio::time::Instant::now);
+            continue;
+        }
+        failing_since = None;
+        backoff = Duration::from_millis(50);
+        // Wait for the reply, watching the slot map and the command's own deadline.
+        let mut check = tokio::time::interval(Duration::from_millis(250));
+        check.tick().await;
+        let blocked_at = tokio::time::Instant::now();
+        let reply = loop {
+            tokio::select! {
+                r = conn.read_frame() => break r,
+                _ = check.tick() => {
+                    let moved = st.router.map().master_of(slot).is_some_and(|m| *m != addr);
+                    if moved && !asked && !still_owner(st, &addr, &key).await {
+                        // The node itself says the slot is gone (it takes no more writes
+                        // there): unblock by dropping the connection, after a last look for
+                        // a reply already on its way.
+                        match tokio::time::timeout(Duration::from_millis(100), conn.read_frame()).await {
+                            Ok(r) => break r,
+                            Err(_) => break Err(std::io::ErrorKind::Interrupted.into()),
+                        }
+                    }
+                }
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => return null(),
+            }
         };
         let reply = match reply {
             Ok(r) => r,
-            Err(e) => return error_reply(&format!("ERR slotgate: backend connection lost: {e}")),
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    crate::metrics::error("blocking_retry");
+                    st.router.schedule_refresh(None);
+                    failing_since.get_or_insert_with(tokio::time::Instant::now);
+                }
+                continue;
+            }
         };
+        if blocked_at.elapsed() > Duration::from_secs(1) {
+            redirects = 0; // a long wait is not a redirect loop
+        }
         match error_text(&reply).and_then(parse_redirect) {
             Some((ask, s, to)) => {
+                redirects += 1;
+                if redirects > crate::redirect::MAX_REDIRECTS {
+                    return error_reply("ERR slotgate: too many redirects");
+                }
                 if !ask {
                     st.router.moved(s, &to);
                 }
@@ -345,7 +444,6 @@ pub async fn run_blocking(st: &ClientState, slot: u16, data: Bytes) -> Bytes {
             None => return reply,
         }
     }
-    error_reply("ERR slotgate: too many redirects")
 }
 
 // ---------------------------------------------------------------------------------------------
