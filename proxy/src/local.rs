@@ -191,12 +191,27 @@ pub fn handle(
         "randomkey" => Some(Pending::Local(Job::RandomKey)),
         "scan" => Some(Pending::Local(Job::Scan(args.to_vec()))),
         "info" => Some(Pending::Local(Job::Info(args.to_vec()))),
+        // Every pub/sub session of this proxy holds its SUBSCRIBE/PSUBSCRIBE link on the first
+        // reachable master (session.rs): PUBLISH and the channel introspection go there too, so
+        // their counts include this proxy's subscribers (a cluster node counts its own only).
+        "publish" => Some(Pending::Local(Job::FirstMaster(encode(enc, args)))),
+        "pubsub" if args.len() >= 2 && is(&args[1], "shardchannels") => {
+            Some(Pending::Local(Job::ConcatMasters(encode(enc, args))))
+        }
+        "pubsub" if args.len() >= 2 && is(&args[1], "shardnumsub") => {
+            Some(Pending::Local(Job::ShardNumsub(args[2..].to_vec())))
+        }
+        "pubsub" => Some(Pending::Local(Job::FirstMaster(encode(enc, args)))),
         "script" if args.len() >= 2 && is(&args[1], "exists") => Some(Pending::Local(
             Job::ScriptExists(encode(enc, args), args.len() - 2),
         )),
         "script" | "function" => {
             if name == "script" && args.len() == 3 && is(&args[1], "load") {
                 proxy.remember_script(&args[2]);
+            }
+            if name == "script" && args.len() >= 2 && is(&args[1], "flush") {
+                // Scripts flushed on purpose are not reloaded behind the client's back.
+                proxy.scripts.lock().clear();
             }
             if args.len() >= 2
                 && (is(&args[1], "load")
@@ -511,6 +526,10 @@ pub enum Job {
     ScriptExists(Bytes, usize),
     /// Send to any one master.
     AnyMaster(Bytes),
+    /// Send to the first reachable master in address order (PUBLISH, PUBSUB CHANNELS...).
+    FirstMaster(Bytes),
+    /// PUBSUB SHARDNUMSUB: each shard channel asked of its slot's owner.
+    ShardNumsub(Vec<Bytes>),
     /// Send to one node on the client's own pooled connection (WAIT after a write).
     ToNode(Arc<str>, Bytes),
     /// RANDOMKEY over a random master (then the others if it is empty).
@@ -649,6 +668,48 @@ impl Job {
                 to_master(proxy, client, &masters[i], data).await
             }
             Job::ToNode(node, data) => to_master(proxy, client, &node, data).await,
+            Job::FirstMaster(data) => {
+                let masters = sorted_masters(client);
+                let mut last = error_reply("CLUSTERDOWN The cluster is down");
+                for m in &masters {
+                    if !client.router.pool(m).is_up() {
+                        continue;
+                    }
+                    last = to_master(proxy, client, m, data.clone()).await;
+                    if !last.starts_with(b"-ERR slotgate: backend") {
+                        break;
+                    }
+                }
+                last
+            }
+            Job::ShardNumsub(channels) => {
+                let mut items = Vec::with_capacity(channels.len() * 2);
+                for ch in channels {
+                    let slot = slotgate_protocol::key_slot(&ch);
+                    let mut enc = BytesMut::new();
+                    let data = encode(&mut enc, &[&b"PUBSUB"[..], b"SHARDNUMSUB", &ch]);
+                    let r = crate::redirect::execute(
+                        &client.router,
+                        client.id,
+                        slot,
+                        data,
+                        client.resp3,
+                        std::time::Instant::now() + proxy.cfg().request_timeout,
+                        None,
+                    )
+                    .await;
+                    let n = match decode(&r) {
+                        Some(Frame::Array(v)) => match v.get(1) {
+                            Some(Frame::Integer(n)) => *n,
+                            _ => 0,
+                        },
+                        _ => return r,
+                    };
+                    items.push(Frame::Bulk(ch));
+                    items.push(Frame::Integer(n));
+                }
+                frame(&Frame::Array(items), client.resp3)
+            }
             Job::RandomKey => {
                 let masters = sorted_masters(client);
                 let start = rand::random::<usize>() % masters.len().max(1);
