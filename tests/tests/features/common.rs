@@ -293,48 +293,236 @@ pub fn retry_ok(p: &mut Raw, args: &[&str], limit: Duration) -> Frame {
     }
 }
 
-/// Publishes (`PUBLISH` or `SPUBLISH`) numbered messages until `sub` receives one (a
-/// subscription being re-established loses what is published meanwhile); returns the number
-/// of the first message received. Later messages are read by the caller.
+/// Publishes (`PUBLISH` or `SPUBLISH`) probe messages until every subscriber has received
+/// one (a subscription being re-established loses what is published meanwhile), then reads
+/// the probes still in flight. Only this channel's messages may arrive meanwhile.
 pub fn publish_until_received(
     publisher: &mut Raw,
-    sub: &mut Raw,
+    subs: &mut [(Raw, bool)],
     cmd: &str,
     channel: &str,
     limit: Duration,
-) -> usize {
+) {
     let t = Instant::now();
     let kind = if cmd == "SPUBLISH" {
         "smessage"
     } else {
         "message"
     };
-    for i in 0.. {
-        let m = format!("probe{i}");
-        let _ = publisher.cmd(&[cmd, channel, &m]);
-        if let Some(f) = try_read(sub, Duration::from_millis(200)) {
-            let (Frame::Array(v) | Frame::Push(v)) = &f else {
-                panic!("unexpected {f:?}")
-            };
-            assert_eq!(v[0], bulk(kind), "{f:?}");
-            assert_eq!(v[1], bulk(channel), "{f:?}");
-            let Frame::Bulk(b) = &v[2] else { panic!() };
-            let n: usize = String::from_utf8_lossy(&b[5..])
-                .parse()
-                .expect("probe number");
-            // Drain the probes still in flight (published before the first one arrived).
-            while let Some(f) = try_read(sub, Duration::from_millis(300)) {
-                let (Frame::Array(v) | Frame::Push(v)) = &f else {
-                    panic!("unexpected {f:?}")
-                };
-                assert_eq!(v[1], bulk(channel), "{f:?}");
-            }
-            return n;
-        }
+    let check = |f: &Frame| {
+        let (Frame::Array(v) | Frame::Push(v)) = f else {
+            panic!("unexpected {f:?}")
+        };
+        assert_eq!(v[0], bulk(kind), "{f:?}");
+        assert_eq!(v[1], bulk(channel), "{f:?}");
+    };
+    let mut done = vec![false; subs.len()];
+    let mut i = 0;
+    while done.iter().any(|d| !d) {
         assert!(
             t.elapsed() < limit,
-            "{cmd} {channel}: nothing received after {limit:?}"
+            "{cmd} {channel}: not received by every subscriber after {limit:?}"
+        );
+        let _ = publisher.cmd(&[cmd, channel, &format!("probe{i}")]);
+        i += 1;
+        for (k, (s, _)) in subs.iter_mut().enumerate() {
+            if !done[k] {
+                if let Some(f) = try_read(s, Duration::from_millis(100)) {
+                    check(&f);
+                    done[k] = true;
+                }
+            }
+        }
+    }
+    for (s, _) in subs.iter_mut() {
+        while let Some(f) = try_read(s, Duration::from_millis(300)) {
+            check(&f);
+        }
+    }
+}
+
+/// Every feature in flight on one hash tag, to be checked after the cluster changed under it
+/// (a failover or a reshard of the tag's slot).
+pub struct InFlight {
+    pub kind: Kind,
+    pub proxy_port: u16,
+    pub tag: String,
+    /// A client with a transaction open (MULTI and one queued write).
+    pub tx: Raw,
+    /// A client blocked in BLPOP with timeout 0.
+    pub blocked: std::thread::JoinHandle<Frame>,
+    /// A RESP2 subscriber (a channel and a shard channel) and a RESP3 one.
+    pub subs: Vec<(Raw, bool)>,
+    pub sha: String,
+    pub main: Raw,
+}
+
+pub const SCRIPT_BODY: &str = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
+
+impl InFlight {
+    /// Starts everything on `tag` through the proxy.
+    pub fn start(kind: Kind, proxy_port: u16, tag: &str) -> InFlight {
+        let mut main = Raw::connect(proxy_port);
+        let k = format!("{tag}k");
+        assert_eq!(main.cmd(&["SET", &k, "before"]), simple("OK"));
+        assert_eq!(main.cmd(&["WAIT", "1", "5000"]), int(1));
+        let mut sha = String::new();
+        if kind == Kind::Redis {
+            let Frame::Bulk(s) = main.cmd(&["SCRIPT", "LOAD", SCRIPT_BODY]) else {
+                panic!("SCRIPT LOAD")
+            };
+            sha = String::from_utf8_lossy(&s).into_owned();
+            assert_eq!(
+                main.cmd(&["EVALSHA", &sha, "1", &format!("{tag}n"), "1"]),
+                int(1)
+            );
+        }
+        assert_eq!(
+            main.cmd(&["CONFIG", "SET", "slowlog-max-len", "77"]),
+            simple("OK")
+        );
+        let mut tx = Raw::connect(proxy_port);
+        assert_eq!(tx.cmd(&["MULTI"]), simple("OK"));
+        assert_eq!(tx.cmd(&["SET", &format!("{tag}tx"), "1"]), simple("QUEUED"));
+        let q = format!("{tag}q");
+        let blocked = std::thread::spawn(move || {
+            let mut b = Raw::connect(proxy_port);
+            b.s.set_read_timeout(Some(Duration::from_secs(90))).ok();
+            b.cmd(&["BLPOP", &q, "0"])
+        });
+        let mut subs = Vec::new();
+        for resp3 in [false, true] {
+            let mut s = Raw::connect(proxy_port);
+            if resp3 {
+                let Frame::Map(_) = s.cmd(&["HELLO", "3"]) else {
+                    panic!("HELLO 3")
+                };
+            }
+            let f = s.cmd(&["SUBSCRIBE", "news"]);
+            assert_eq!(f.clone(), {
+                let v = vec![bulk("subscribe"), bulk("news"), int(1)];
+                if resp3 {
+                    Frame::Push(v)
+                } else {
+                    arr(v)
+                }
+            });
+            let ch = format!("{tag}ch");
+            let f = s.cmd(&["SSUBSCRIBE", &ch]);
+            assert!(
+                matches!(&f, Frame::Array(v) | Frame::Push(v) if v[0] == bulk("ssubscribe")),
+                "{f:?}"
+            );
+            subs.push((s, resp3));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        InFlight {
+            kind,
+            proxy_port,
+            tag: tag.to_string(),
+            tx,
+            blocked,
+            subs,
+            sha,
+            main,
+        }
+    }
+
+    /// Checks every feature after the change. `tx_error` tells whether EXEC's error is right.
+    pub fn check(mut self, tx_error: impl Fn(&[u8]) -> bool) {
+        let limit = Duration::from_secs(30);
+        let tag = self.tag.clone();
+        let main = &mut self.main;
+        // Transactions: the open one fails cleanly and applies nothing; a new one works.
+        let r = self.tx.cmd(&["EXEC"]);
+        match &r {
+            Frame::Error(e) => assert!(tx_error(e), "EXEC: {r:?}"),
+            other => panic!("EXEC after the change must fail, got {other:?}"),
+        }
+        let txk = format!("{tag}tx");
+        assert_eq!(retry_ok(main, &["GET", &txk], limit), Frame::Null);
+        let t = Instant::now();
+        loop {
+            assert_eq!(self.tx.cmd(&["MULTI"]), simple("OK"));
+            let q = self.tx.cmd(&["SET", &txk, "2"]);
+            let e = self.tx.cmd(&["EXEC"]);
+            if q == simple("QUEUED") && e == arr(vec![simple("OK")]) {
+                break;
+            }
+            assert!(t.elapsed() < limit, "new transaction: {q:?} {e:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(main.cmd(&["GET", &txk]), bulk("2"));
+        // Blocking: the blocked client is woken by a push after the change.
+        let q = format!("{tag}q");
+        assert_eq!(retry_ok(main, &["RPUSH", &q, "job"], limit), int(1));
+        let got = self.blocked.join().expect("blocked client");
+        assert_eq!(got, arr(vec![bulk(&q), bulk("job")]));
+        // Pub/sub: both subscriptions come back on their own; then exactly-once in order.
+        let mut publisher = Raw::connect(self.proxy_port);
+        let ch = format!("{tag}ch");
+        publish_until_received(&mut publisher, &mut self.subs, "PUBLISH", "news", limit);
+        publish_until_received(&mut publisher, &mut self.subs, "SPUBLISH", &ch, limit);
+        for i in 0..100 {
+            // PUBLISH counts the receivers of the node that took it, as a cluster node does;
+            // after a failover the subscription links may sit on another master.
+            let r = publisher.cmd(&["PUBLISH", "news", &format!("m{i}")]);
+            assert!(matches!(r, Frame::Integer(0..=2)), "PUBLISH: {r:?}");
+            assert_eq!(publisher.cmd(&["SPUBLISH", &ch, &format!("s{i}")]), int(2));
+        }
+        // In order per channel (the two channels come from different nodes: no order
+        // between them, as for any cluster client).
+        for (s, push) in &mut self.subs {
+            let (mut m, mut sm) = (0, 0);
+            for _ in 0..200 {
+                let f = s.read().expect("message");
+                if f == msg("message", "news", &format!("m{m}"), *push) {
+                    m += 1;
+                } else if f == msg("smessage", &ch, &format!("s{sm}"), *push) {
+                    sm += 1;
+                } else {
+                    panic!("lost, duplicated or out of order: {f:?} (next m{m} / s{sm})");
+                }
+            }
+            assert_eq!(try_read(s, Duration::from_millis(300)), None);
+        }
+        // Scripts: EVALSHA works where the key lives now (reloaded if the node lost it).
+        let n = format!("{tag}n");
+        if self.kind == Kind::Redis {
+            assert_eq!(
+                retry_ok(main, &["EVALSHA", &self.sha, "1", &n, "1"], limit),
+                int(2)
+            );
+        } else {
+            let r = main.cmd(&["EVAL", SCRIPT_BODY, "1", &n, "1"]);
+            assert!(
+                matches!(&r, Frame::Error(e) if e.starts_with(b"ERR unknown command 'EVAL'")),
+                "{r:?}"
+            );
+        }
+        // Replica reads: served (by a replica, or the master when the shard has none).
+        assert_eq!(
+            main.cmd(&["CONFIG", "SET", "read-from", "replica"]),
+            simple("OK")
+        );
+        let k = format!("{tag}k");
+        let t = Instant::now();
+        while main.cmd(&["GET", &k]) != bulk("before") {
+            assert!(t.elapsed() < limit, "replica read of {k}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            main.cmd(&["CONFIG", "SET", "read-from", "master"]),
+            simple("OK")
+        );
+        // WAIT goes to the node that took the last write (the new owner).
+        assert_eq!(main.cmd(&["SET", &format!("{tag}k2"), "v"]), simple("OK"));
+        let w = main.cmd(&["WAIT", "0", "1000"]);
+        assert!(matches!(w, Frame::Integer(_)), "WAIT: {w:?}");
+        // CONFIG: the proxy's own settings are untouched.
+        assert_eq!(
+            main.cmd(&["CONFIG", "GET", "slowlog-max-len"]),
+            arr(vec![bulk("slowlog-max-len"), bulk("77")])
         );
     }
-    unreachable!()
 }
