@@ -262,12 +262,9 @@ fn scripts(p: &mut Raw, d: &mut Raw, kind: Kind, node_port: u16) {
     }
 }
 
-/// WAIT, replica reads (`CONFIG SET read-from replica` on the proxy) and CONFIG GET/SET.
-fn wait_replicas_config(p: &mut Raw, d: &mut Raw, cluster_ports: &[u16]) {
-    assert_eq!(
-        p.cmd(&["CONFIG", "SET", "read-from", "replica"]),
-        simple("OK")
-    );
+/// WAIT and replica reads (through `r`, a proxy started with `--read-from replica`), and
+/// CONFIG GET/SET (through `p`).
+fn wait_replicas_config(p: &mut Raw, r: &mut Raw, d: &mut Raw, cluster_ports: &[u16]) {
     let gets_on_replicas = || -> u64 {
         let mut n = 0;
         for port in cluster_ports {
@@ -293,7 +290,7 @@ fn wait_replicas_config(p: &mut Raw, d: &mut Raw, cluster_ports: &[u16]) {
     let t = Instant::now();
     let mut before = gets_on_replicas();
     loop {
-        assert_eq!(p.cmd(&["GET", "rr0"]), Frame::Null);
+        assert_eq!(r.cmd(&["GET", "rr0"]), Frame::Null);
         let now = gets_on_replicas();
         if now > before {
             before = now;
@@ -307,18 +304,14 @@ fn wait_replicas_config(p: &mut Raw, d: &mut Raw, cluster_ports: &[u16]) {
     }
     for i in 0..10 {
         let k = format!("rr{i}");
-        same(p, d, &["SET", &k, &i.to_string()]);
-        same(p, d, &["WAIT", "1", "5000"]);
-        same(p, d, &["GET", &k]);
+        same(r, d, &["SET", &k, &i.to_string()]);
+        same(r, d, &["WAIT", "1", "5000"]);
+        same(r, d, &["GET", &k]);
     }
-    same(p, d, &["WAIT", "1", "100"]);
+    same(r, d, &["WAIT", "1", "100"]);
     assert!(
         gets_on_replicas() >= before + 10,
         "GETs were not served by replicas"
-    );
-    assert_eq!(
-        p.cmd(&["CONFIG", "SET", "read-from", "master"]),
-        simple("OK")
     );
     for c in [
         &["CONFIG", "GET", "timeout"][..],
@@ -405,7 +398,12 @@ fn run(kind: Kind) {
     let node = cluster.master_ports(cluster.nodes[0].port)[0];
     scripts(&mut p, &mut d, kind, node);
     let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
-    wait_replicas_config(&mut p, &mut d, &ports);
+    let replica_proxy = start_proxy(
+        &cluster.seed(),
+        &["--read-from", "replica", "--refresh-interval-secs", "1"],
+    );
+    let mut r = Raw::connect(replica_proxy.port);
+    wait_replicas_config(&mut p, &mut r, &mut d, &ports);
     thousand_messages(proxy.port);
     println!(
         "{kind:?}: features checked in {:.1}s",
