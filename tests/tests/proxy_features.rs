@@ -285,32 +285,40 @@ fn wait_replicas_config(p: &mut Raw, r: &mut Raw, d: &mut Raw, cluster_ports: &[
         }
         n
     };
-    // The proxy learns the replicas from CLUSTER SLOTS, which lists a replica once it has
-    // a replication offset (Redis rule): wait for the next map refresh to include them.
-    let t = Instant::now();
-    let mut before = gets_on_replicas();
-    loop {
-        assert_eq!(r.cmd(&["GET", "rr0"]), Frame::Null);
-        let now = gets_on_replicas();
-        if now > before {
-            before = now;
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "no read reached a replica"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // The proxy learns the replicas from CLUSTER SLOTS, which lists a replica once it has a
+    // replication offset (Redis rule): write to every shard, then wait until the map
+    // refreshes include their replicas (all reads of a round reach replicas).
     for i in 0..10 {
         let k = format!("rr{i}");
         same(r, d, &["SET", &k, &i.to_string()]);
         same(r, d, &["WAIT", "1", "5000"]);
+    }
+    let t = Instant::now();
+    loop {
+        let before = gets_on_replicas();
+        for i in 0..10 {
+            assert_eq!(r.cmd(&["GET", &format!("rr{i}")]), bulk(&i.to_string()));
+        }
+        if gets_on_replicas() >= before + 10 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "reads do not reach every shard's replica"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let before = gets_on_replicas();
+    for i in 10..20 {
+        let k = format!("rr{i}");
+        same(r, d, &["SET", &k, &i.to_string()]);
+        same(r, d, &["WAIT", "1", "5000"]);
         same(r, d, &["GET", &k]);
+        same(r, d, &["GET", &format!("rr{}", i - 10)]);
     }
     same(r, d, &["WAIT", "1", "100"]);
     assert!(
-        gets_on_replicas() >= before + 10,
+        gets_on_replicas() >= before + 20,
         "GETs were not served by replicas"
     );
     for c in [
