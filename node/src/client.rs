@@ -29,6 +29,21 @@ pub enum Push {
         /// Payload.
         data: Bytes,
     },
+    /// A shard-channel message (`smessage`, SPUBLISH).
+    SMessage {
+        /// Shard channel.
+        channel: Bytes,
+        /// Payload.
+        data: Bytes,
+    },
+    /// The server unsubscribed the client from a shard channel (its slot moved away):
+    /// `sunsubscribe channel count`.
+    SUnsubscribed {
+        /// Shard channel.
+        channel: Bytes,
+        /// Shard channels the client still has.
+        count: usize,
+    },
     /// A MONITOR line (without the leading `+`).
     Monitor(String),
 }
@@ -60,6 +75,8 @@ pub struct ClientHandle {
     pub subs: AtomicUsize,
     /// Pattern subscriptions count.
     pub psubs: AtomicUsize,
+    /// Shard channel subscriptions count (kept by the pub/sub registry).
+    pub ssubs: AtomicUsize,
     /// Commands queued in MULTI (-1 when not in MULTI).
     pub multi: AtomicU64,
     /// Protocol version (2 or 3).
@@ -91,6 +108,7 @@ impl ClientHandle {
             last_active_ms: AtomicU64::new(0),
             subs: AtomicUsize::new(0),
             psubs: AtomicUsize::new(0),
+            ssubs: AtomicUsize::new(0),
             multi: AtomicU64::new(u64::MAX),
             resp: AtomicUsize::new(2),
             flags: Mutex::new("N".into()),
@@ -125,7 +143,7 @@ impl ClientHandle {
         let multi = if multi == u64::MAX { -1 } else { multi as i64 };
         let lib = self.lib.lock().clone();
         format!(
-            "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=16384 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=16384 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -136,6 +154,7 @@ impl ClientHandle {
             self.db.load(Ordering::Relaxed),
             self.subs.load(Ordering::Relaxed),
             self.psubs.load(Ordering::Relaxed),
+            self.ssubs.load(Ordering::Relaxed),
             multi,
             self.last_cmd.lock(),
             self.resp.load(Ordering::Relaxed),
@@ -233,8 +252,11 @@ impl Client {
         }
     }
 
-    /// True in RESP2 subscriber mode (only (P)SUBSCRIBE/(P)UNSUBSCRIBE/PING/QUIT/RESET allowed).
+    /// True in RESP2 subscriber mode (only (P|S)SUBSCRIBE/(P|S)UNSUBSCRIBE/PING/QUIT/RESET
+    /// allowed): any channel, pattern or shard channel subscription.
     pub fn in_pubsub(&self) -> bool {
-        !self.channels.is_empty() || !self.patterns.is_empty()
+        !self.channels.is_empty()
+            || !self.patterns.is_empty()
+            || self.handle.ssubs.load(Ordering::Relaxed) > 0
     }
 }

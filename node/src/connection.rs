@@ -180,6 +180,18 @@ impl Conn {
                 out.bulk(&channel);
                 out.bulk(&data);
             }
+            Push::SMessage { channel, data } => {
+                out.push(3);
+                out.bulk(b"smessage");
+                out.bulk(&channel);
+                out.bulk(&data);
+            }
+            Push::SUnsubscribed { channel, count } => {
+                out.push(3);
+                out.bulk(b"sunsubscribe");
+                out.bulk(&channel);
+                out.int(count as i64);
+            }
             Push::Monitor(line) => {
                 out.simple(&line);
             }
@@ -381,6 +393,7 @@ impl Conn {
         for p in std::mem::take(&mut self.client.patterns) {
             server.pubsub.punsubscribe(&p, id);
         }
+        server.pubsub.drop_shard_client(id);
         cmd::transactions::unwatch_all(&server, &mut self.client);
         if self.client.monitor {
             server.remove_monitor(id);

@@ -186,7 +186,8 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
                         let name = slotgate_protocol::commands::lookup(&args[0])
                             .map(|s| s.name)
                             .unwrap_or("unknown");
-                        let is_close = matches!(p, Pending::Close(_));
+                        // After a (P|S)SUBSCRIBE the rest of the input is read in pub/sub mode.
+                        let is_close = matches!(p, Pending::Close(_) | Pending::Subscribe(_));
                         let slot = match &p {
                             Pending::Single { slot, .. } | Pending::Blocking { slot, .. } => {
                                 Some(*slot)
@@ -200,7 +201,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
                         };
                         batch.push((p, name, started, kept, slot));
                         if is_close {
-                            closing = true;
+                            closing = matches!(batch.last(), Some((Pending::Close(_), ..)));
                             break;
                         }
                     }
@@ -266,9 +267,16 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
             if let Some(args) = subscribe {
                 sock.write_all(&out).await?;
                 out.clear();
-                if Box::pin(crate::session::pubsub(st, &mut sock, &mut rbuf, args))
-                    .await
-                    .is_err()
+                if Box::pin(crate::session::pubsub(
+                    proxy,
+                    st,
+                    &mut sock,
+                    &mut rbuf,
+                    &mut parser,
+                    args,
+                ))
+                .await
+                .is_err()
                 {
                     return Ok(());
                 }

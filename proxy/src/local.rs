@@ -14,50 +14,6 @@ use std::sync::Arc;
 
 /// Commands the proxy refuses, with the reason given to the client.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "multi",
-        "transactions are not supported through the proxy yet",
-    ),
-    (
-        "exec",
-        "transactions are not supported through the proxy yet",
-    ),
-    (
-        "discard",
-        "transactions are not supported through the proxy yet",
-    ),
-    (
-        "watch",
-        "transactions are not supported through the proxy yet",
-    ),
-    (
-        "unwatch",
-        "transactions are not supported through the proxy yet",
-    ),
-    (
-        "subscribe",
-        "pub/sub is not supported through the proxy yet",
-    ),
-    (
-        "psubscribe",
-        "pub/sub is not supported through the proxy yet",
-    ),
-    (
-        "ssubscribe",
-        "pub/sub is not supported through the proxy yet",
-    ),
-    (
-        "unsubscribe",
-        "pub/sub is not supported through the proxy yet",
-    ),
-    (
-        "punsubscribe",
-        "pub/sub is not supported through the proxy yet",
-    ),
-    (
-        "sunsubscribe",
-        "pub/sub is not supported through the proxy yet",
-    ),
     ("monitor", "MONITOR is not supported through the proxy"),
     (
         "sync",
@@ -189,15 +145,31 @@ pub fn handle(
             None => r(error_reply("ERR value is not an integer or out of range")),
         },
         "readonly" | "readwrite" => r(ok()),
-        "unsubscribe" | "punsubscribe" => {
-            // Not subscribed to anything: Redis answers one confirmation with a null name.
-            let mut o = BytesMut::new();
-            let n = if client.resp3 { b'>' } else { b'*' };
-            resp::write_header(&mut o, n, 3);
-            resp::write_bulk(&mut o, name.as_bytes());
-            o.extend_from_slice(if client.resp3 { b"_\r\n" } else { b"$-1\r\n" });
-            resp::write_integer(&mut o, 0);
-            r(o.freeze())
+        // Not subscribed to anything (pub/sub mode is served by session.rs).
+        "unsubscribe" | "punsubscribe" => r(crate::session::unsubscribed_reply(
+            client.resp3,
+            name,
+            &args[1..],
+        )),
+        "sunsubscribe" => {
+            let first = args.get(1).map(|c| slotgate_protocol::key_slot(c));
+            if args[1..]
+                .iter()
+                .any(|c| Some(slotgate_protocol::key_slot(c)) != first)
+            {
+                return r(error_reply(
+                    "CROSSSLOT Keys in request don't hash to the same slot",
+                ));
+            }
+            r(crate::session::unsubscribed_reply(
+                client.resp3,
+                name,
+                &args[1..],
+            ))
+        }
+        "reset" => {
+            reset_client(proxy, client);
+            r(Bytes::from_static(b"+RESET\r\n"))
         }
         "auth" => r(auth(proxy, client, &args[1..])),
         "hello" => r(hello(proxy, client, args)),
@@ -219,12 +191,27 @@ pub fn handle(
         "randomkey" => Some(Pending::Local(Job::RandomKey)),
         "scan" => Some(Pending::Local(Job::Scan(args.to_vec()))),
         "info" => Some(Pending::Local(Job::Info(args.to_vec()))),
+        // Every pub/sub session of this proxy holds its SUBSCRIBE/PSUBSCRIBE link on the first
+        // reachable master (session.rs): PUBLISH and the channel introspection go there too, so
+        // their counts include this proxy's subscribers (a cluster node counts its own only).
+        "publish" => Some(Pending::Local(Job::FirstMaster(encode(enc, args)))),
+        "pubsub" if args.len() >= 2 && is(&args[1], "shardchannels") => {
+            Some(Pending::Local(Job::ConcatMasters(encode(enc, args))))
+        }
+        "pubsub" if args.len() >= 2 && is(&args[1], "shardnumsub") => {
+            Some(Pending::Local(Job::ShardNumsub(args[2..].to_vec())))
+        }
+        "pubsub" => Some(Pending::Local(Job::FirstMaster(encode(enc, args)))),
         "script" if args.len() >= 2 && is(&args[1], "exists") => Some(Pending::Local(
             Job::ScriptExists(encode(enc, args), args.len() - 2),
         )),
         "script" | "function" => {
             if name == "script" && args.len() == 3 && is(&args[1], "load") {
                 proxy.remember_script(&args[2]);
+            }
+            if name == "script" && args.len() >= 2 && is(&args[1], "flush") {
+                // Scripts flushed on purpose are not reloaded behind the client's back.
+                proxy.scripts.lock().clear();
             }
             if args.len() >= 2
                 && (is(&args[1], "load")
@@ -240,6 +227,16 @@ pub fn handle(
         }
         _ => None,
     }
+}
+
+/// RESET: the client's state back to a fresh connection's (the pinned transaction connection
+/// is closed, RESP2, no name, authenticated again only when no password is required).
+pub fn reset_client(proxy: &Proxy, client: &mut ClientState) {
+    client.tx = crate::session::Tx::default();
+    client.resp3 = false;
+    client.last_write = None;
+    client.authenticated = proxy.cfg().requirepass.is_none();
+    *client.info.name.lock() = None;
 }
 
 /// Keyless commands that are not local: sent to any master (TIME, PUBLISH, EVAL with 0 keys...).
@@ -529,6 +526,10 @@ pub enum Job {
     ScriptExists(Bytes, usize),
     /// Send to any one master.
     AnyMaster(Bytes),
+    /// Send to the first reachable master in address order (PUBLISH, PUBSUB CHANNELS...).
+    FirstMaster(Bytes),
+    /// PUBSUB SHARDNUMSUB: each shard channel asked of its slot's owner.
+    ShardNumsub(Vec<Bytes>),
     /// Send to one node on the client's own pooled connection (WAIT after a write).
     ToNode(Arc<str>, Bytes),
     /// RANDOMKEY over a random master (then the others if it is empty).
@@ -667,6 +668,48 @@ impl Job {
                 to_master(proxy, client, &masters[i], data).await
             }
             Job::ToNode(node, data) => to_master(proxy, client, &node, data).await,
+            Job::FirstMaster(data) => {
+                let masters = sorted_masters(client);
+                let mut last = error_reply("CLUSTERDOWN The cluster is down");
+                for m in &masters {
+                    if !client.router.pool(m).is_up() {
+                        continue;
+                    }
+                    last = to_master(proxy, client, m, data.clone()).await;
+                    if !last.starts_with(b"-ERR slotgate: backend") {
+                        break;
+                    }
+                }
+                last
+            }
+            Job::ShardNumsub(channels) => {
+                let mut items = Vec::with_capacity(channels.len() * 2);
+                for ch in channels {
+                    let slot = slotgate_protocol::key_slot(&ch);
+                    let mut enc = BytesMut::new();
+                    let data = encode(&mut enc, &[&b"PUBSUB"[..], b"SHARDNUMSUB", &ch]);
+                    let r = crate::redirect::execute(
+                        &client.router,
+                        client.id,
+                        slot,
+                        data,
+                        client.resp3,
+                        std::time::Instant::now() + proxy.cfg().request_timeout,
+                        None,
+                    )
+                    .await;
+                    let n = match decode(&r) {
+                        Some(Frame::Array(v)) => match v.get(1) {
+                            Some(Frame::Integer(n)) => *n,
+                            _ => 0,
+                        },
+                        _ => return r,
+                    };
+                    items.push(Frame::Bulk(ch));
+                    items.push(Frame::Integer(n));
+                }
+                frame(&Frame::Array(items), client.resp3)
+            }
             Job::RandomKey => {
                 let masters = sorted_masters(client);
                 let start = rand::random::<usize>() % masters.len().max(1);

@@ -1,7 +1,9 @@
 //! Strategies that need a dedicated backend connection for one client: transactions
 //! (MULTI/EXEC/DISCARD/WATCH/UNWATCH pinned to the owner of the first key's slot), blocking
 //! commands (BLPOP & co. wait on their own connection so they never stall the shared pipelines),
-//! and pub/sub (a subscription connection to one node, re-established after a failure).
+//! and pub/sub (SUBSCRIBE/PSUBSCRIBE on one connection to one node, since PUBLISH reaches every
+//! node; SSUBSCRIBE on one connection per slot owner; all re-established after a failure, a
+//! slot migration or a failover without disconnecting the client).
 
 use crate::client::ClientState;
 use crate::pool::{dial, roundtrip};
@@ -9,7 +11,7 @@ use crate::redirect::error_reply;
 use crate::slotmap::{error_text, parse_redirect};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -86,6 +88,11 @@ impl Dedicated {
                 ));
             }
         }
+    }
+
+    /// The socket and any bytes already read from it (to hand the connection to a reader task).
+    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.buf)
     }
 
     /// Sends `data` (producing `n` replies) and returns the replies.
@@ -282,7 +289,8 @@ pub async fn run_tx(op: TxOp, st: &mut ClientState) -> Bytes {
             }
             let reply = match st.tx.conn.as_mut() {
                 Some(conn) => match conn.call(b"*1\r\n$4\r\nEXEC\r\n", 1).await {
-                    Ok(mut r) => r.pop().unwrap_or_default(),
+                    // A slot that moved since MULTI: the node discarded the transaction.
+                    Ok(mut r) => clean_error(r.pop().unwrap_or_default(), &st.router),
                     Err(e) => lost(e),
                 },
                 None => lost(std::io::ErrorKind::NotConnected.into()),
@@ -293,42 +301,140 @@ pub async fn run_tx(op: TxOp, st: &mut ClientState) -> Bytes {
     }
 }
 
+/// False when `addr` answers a redirect for `key` (it no longer serves the slot); true when
+/// it serves it or cannot be asked (a stale slot map must not cut a blocked client).
+async fn still_owner(st: &ClientState, addr: &Arc<str>, key: &Bytes) -> bool {
+    let mut enc = BytesMut::new();
+    slotgate_protocol::resp::write_command(&mut enc, &[&b"EXISTS"[..], key]);
+    let probe = st.router.pool(addr).send(st.id, enc.freeze(), 1);
+    match tokio::time::timeout(Duration::from_secs(2), probe).await {
+        Ok(Ok(Ok(r))) => error_text(&r).and_then(parse_redirect).is_none(),
+        _ => true,
+    }
+}
+
+/// How long a blocking command keeps retrying when its node is unreachable (failover).
+const BLOCKING_RETRY_FOR: Duration = Duration::from_secs(60);
+
 /// Runs a blocking command on its own connection to the slot's master, following MOVED/ASK.
-pub async fn run_blocking(st: &ClientState, slot: u16, data: Bytes) -> Bytes {
+/// It survives its node: a lost connection (node killed) or a slot that the map gives to
+/// another node (reshard, failover; a node that keeps the client blocked instead of answering
+/// MOVED) makes it start again on the new owner, within the command's own timeout.
+pub async fn run_blocking(
+    st: &ClientState,
+    slot: u16,
+    data: Bytes,
+    key: Bytes,
+    timeout: Option<Duration>,
+    null_bulk: bool,
+) -> Bytes {
+    let started = tokio::time::Instant::now();
+    let deadline = timeout.map(|t| started + t);
+    let null = || -> Bytes {
+        if st.resp3 {
+            Bytes::from_static(b"_\r\n")
+        } else if null_bulk {
+            Bytes::from_static(b"$-1\r\n")
+        } else {
+            Bytes::from_static(b"*-1\r\n")
+        }
+    };
     let mut target: Option<Arc<str>> = None;
     let mut asking = false;
-    for _ in 0..crate::redirect::MAX_REDIRECTS {
+    let mut redirects = 0;
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return null();
+        }
+        if let Some(t) = failing_since {
+            if t.elapsed() > BLOCKING_RETRY_FOR {
+                return error_reply("ERR slotgate: the slot's master stayed unreachable");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
         let addr = match target.take() {
             Some(a) => a,
             None => match st.router.map().master_of(slot) {
                 Some(a) => a.clone(),
-                None => return error_reply("CLUSTERDOWN Hash slot not served"),
+                None => {
+                    st.router.schedule_refresh(None);
+                    failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    continue;
+                }
             },
         };
-        let mut conn = match Dedicated::open(&st.router, addr, st.resp3).await {
+        let mut conn = match Dedicated::open(&st.router, addr.clone(), st.resp3).await {
             Ok(c) => c,
-            Err(e) => {
+            Err(_) => {
                 st.router.schedule_refresh(None);
-                return error_reply(&format!("ERR slotgate: {e}"));
+                failing_since.get_or_insert_with(tokio::time::Instant::now);
+                continue;
             }
         };
-        let reply = if asking {
-            let mut d = BytesMut::from(&b"*1\r\n$6\r\nASKING\r\n"[..]);
-            d.extend_from_slice(&data);
-            conn.call(&d, 2)
-                .await
-                .map(|mut v| v.pop().unwrap_or_default())
-        } else {
-            conn.call(&data, 1)
-                .await
-                .map(|mut v| v.pop().unwrap_or_default())
+        let mut d = BytesMut::new();
+        if asking {
+            d.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
+        }
+        d.extend_from_slice(&data);
+        let sent = conn.send(&d).await;
+        let asked = std::mem::take(&mut asking);
+        if sent.is_err() || (asked && conn.read_frame().await.is_err()) {
+            st.router.schedule_refresh(None);
+            failing_since.get_or_insert_with(tokio::time::Instant::now);
+            continue;
+        }
+        failing_since = None;
+        backoff = Duration::from_millis(50);
+        // Wait for the reply, watching the slot map and the command's own deadline.
+        let mut check = tokio::time::interval(Duration::from_millis(250));
+        check.tick().await;
+        let blocked_at = tokio::time::Instant::now();
+        let reply = loop {
+            tokio::select! {
+                r = conn.read_frame() => break r,
+                _ = check.tick() => {
+                    let moved = st.router.map().master_of(slot).is_some_and(|m| *m != addr);
+                    if moved && !asked && !still_owner(st, &addr, &key).await {
+                        // The node itself says the slot is gone (it takes no more writes
+                        // there): unblock by dropping the connection, after a last look for
+                        // a reply already on its way.
+                        match tokio::time::timeout(Duration::from_millis(100), conn.read_frame()).await {
+                            Ok(r) => break r,
+                            Err(_) => break Err(std::io::ErrorKind::Interrupted.into()),
+                        }
+                    }
+                }
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => return null(),
+            }
         };
         let reply = match reply {
             Ok(r) => r,
-            Err(e) => return error_reply(&format!("ERR slotgate: backend connection lost: {e}")),
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    crate::metrics::error("blocking_retry");
+                    st.router.schedule_refresh(None);
+                    failing_since.get_or_insert_with(tokio::time::Instant::now);
+                }
+                continue;
+            }
         };
+        if blocked_at.elapsed() > Duration::from_secs(1) {
+            redirects = 0; // a long wait is not a redirect loop
+        }
         match error_text(&reply).and_then(parse_redirect) {
             Some((ask, s, to)) => {
+                redirects += 1;
+                if redirects > crate::redirect::MAX_REDIRECTS {
+                    return error_reply("ERR slotgate: too many redirects");
+                }
                 if !ask {
                     st.router.moved(s, &to);
                 }
@@ -338,168 +444,904 @@ pub async fn run_blocking(st: &ClientState, slot: u16, data: Bytes) -> Bytes {
             None => return reply,
         }
     }
-    error_reply("ERR slotgate: too many redirects")
 }
 
-/// Subscriptions of a client in pub/sub mode (kept to re-subscribe after a node failure).
-#[derive(Default)]
-pub struct Subs {
-    /// Channels.
-    pub channels: Vec<Bytes>,
-    /// Patterns.
-    pub patterns: Vec<Bytes>,
+// ---------------------------------------------------------------------------------------------
+// Pub/Sub
+// ---------------------------------------------------------------------------------------------
+
+/// A frame from one backend link of a pub/sub session (None: the link closed).
+type Event = (u64, Option<Bytes>);
+
+/// Backend frames that may wait for a slow client before the links stop reading (the nodes'
+/// output buffer limits then apply, as for a direct subscriber).
+const EVENT_QUEUE: usize = 4096;
+/// How long a lost subscription is retried before the client is told it is gone.
+const RESUBSCRIBE_FOR: Duration = Duration::from_secs(60);
+/// How often lost subscriptions are retried and shard channels checked against the slot map.
+const REPAIR_EVERY: Duration = Duration::from_millis(250);
+/// Most slots re-subscribed per repair round (the client is served in between).
+const REPAIR_BATCH: usize = 64;
+
+/// One backend connection of a pub/sub session; its reader task feeds the session's queue.
+struct Link {
+    id: u64,
+    addr: Arc<str>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+    reader: tokio::task::JoinHandle<()>,
 }
 
-fn frame_items(raw: &Bytes) -> Vec<Bytes> {
-    match slotgate_protocol::resp::decode_complete(raw) {
-        Ok(slotgate_protocol::Frame::Array(v)) | Ok(slotgate_protocol::Frame::Push(v)) => v
-            .into_iter()
-            .map(|f| match f {
-                slotgate_protocol::Frame::Bulk(b) | slotgate_protocol::Frame::Simple(b) => b,
-                slotgate_protocol::Frame::Integer(i) => Bytes::from(i.to_string()),
-                _ => Bytes::new(),
-            })
-            .collect(),
-        _ => Vec::new(),
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }
 
-async fn open_any(
-    router: &crate::router::Router,
-    resp3: bool,
-    avoid: Option<&str>,
-) -> Result<Dedicated, String> {
-    let mut masters = router.map().masters();
-    masters.sort();
-    masters.sort_by_key(|m| Some(&**m) == avoid);
-    let mut last = "no masters known".to_string();
-    for m in masters {
-        match Dedicated::open(router, m, resp3).await {
-            Ok(c) => return Ok(c),
-            Err(e) => last = e,
+/// Where a shard channel subscription lives.
+#[derive(Clone, PartialEq, Eq)]
+enum Place {
+    /// Subscribed on this node's link.
+    On(Arc<str>),
+    /// Lost (node down, slot moved) since then: being re-established.
+    Lost(Instant),
+}
+
+/// What a backend frame is.
+enum Kind {
+    /// message / pmessage / smessage: forwarded to the client.
+    Message,
+    /// A (un)subscribe confirmation: kind (lowercase) and channel (None for nil).
+    Confirm(Vec<u8>, Option<Bytes>),
+    /// An error reply.
+    Error,
+    /// Anything else (ASKING's +OK, stray replies).
+    Other,
+}
+
+fn classify(f: &Bytes) -> Kind {
+    // Fast path for messages, the bulk of the traffic.
+    if f.len() > 16 && (f[0] == b'*' || f[0] == b'>') {
+        let rest = &f[1..];
+        if rest.starts_with(b"3\r\n$7\r\nmessage\r\n")
+            || rest.starts_with(b"3\r\n$8\r\nsmessage\r\n")
+            || rest.starts_with(b"4\r\n$8\r\npmessage\r\n")
+        {
+            return Kind::Message;
         }
     }
-    Err(last)
+    use slotgate_protocol::Frame;
+    match slotgate_protocol::resp::decode_complete(f) {
+        Ok(Frame::Error(_)) => Kind::Error,
+        Ok(Frame::Array(v)) | Ok(Frame::Push(v)) => {
+            let kind = match v.first() {
+                Some(Frame::Bulk(k)) | Some(Frame::Simple(k)) => k.to_ascii_lowercase(),
+                _ => return Kind::Other,
+            };
+            if matches!(kind.as_slice(), b"message" | b"pmessage" | b"smessage") {
+                return Kind::Message;
+            }
+            let name = match v.get(1) {
+                Some(Frame::Bulk(c)) | Some(Frame::Simple(c)) => Some(c.clone()),
+                _ => None,
+            };
+            if v.len() == 3 {
+                Kind::Confirm(kind, name)
+            } else {
+                Kind::Other
+            }
+        }
+        _ => Kind::Other,
+    }
 }
 
-/// Serves a client in pub/sub mode: `first` is the (P)SUBSCRIBE that started it. Returns when
-/// the client has unsubscribed from everything (back to normal mode) or is gone (Err).
+/// Writes one subscription confirmation `[kind, name|nil, count]` (a push in RESP3).
+fn confirm(out: &mut BytesMut, resp3: bool, kind: &str, name: Option<&[u8]>, count: usize) {
+    slotgate_protocol::resp::write_header(out, if resp3 { b'>' } else { b'*' }, 3);
+    slotgate_protocol::resp::write_bulk(out, kind.as_bytes());
+    match name {
+        Some(n) => slotgate_protocol::resp::write_bulk(out, n),
+        None => out.extend_from_slice(if resp3 { b"_\r\n" } else { b"$-1\r\n" }),
+    }
+    slotgate_protocol::resp::write_integer(out, count as i64);
+}
+
+/// Confirmations a client not in pub/sub mode gets for (P|S)UNSUBSCRIBE: one per argument,
+/// or one with a nil name, all with count 0 (Redis 7.0).
+pub fn unsubscribed_reply(resp3: bool, kind: &str, names: &[Bytes]) -> Bytes {
+    let mut out = BytesMut::new();
+    if names.is_empty() {
+        confirm(&mut out, resp3, kind, None, 0);
+    }
+    for n in names {
+        confirm(&mut out, resp3, kind, Some(n), 0);
+    }
+    out.freeze()
+}
+
+/// The slot all `channels` hash to, or the CROSSSLOT error (as a cluster node answers).
+fn one_slot(channels: &[Bytes]) -> Result<u16, Bytes> {
+    let slot = channels
+        .first()
+        .map(|c| slotgate_protocol::key_slot(c))
+        .unwrap_or(0);
+    if channels
+        .iter()
+        .any(|c| slotgate_protocol::key_slot(c) != slot)
+    {
+        return Err(error_reply(
+            "CROSSSLOT Keys in request don't hash to the same slot",
+        ));
+    }
+    Ok(slot)
+}
+
+/// Outcome of waiting for a backend's confirmations.
+enum Ack {
+    /// All confirmations arrived.
+    Done,
+    /// The backend answered an error (raw reply).
+    Error(Bytes),
+    /// The link broke or timed out (it has been dropped).
+    Lost,
+}
+
+/// What the client loop does after a command.
+enum Flow {
+    /// Stay in the session.
+    Stay,
+    /// Close the client connection (QUIT, or the client is gone).
+    Close,
+    /// Back to normal mode at once (RESET).
+    Leave,
+}
+
+/// Why a shard subscription could not be made.
+enum SubErr {
+    /// The cluster answered an error (passed to the client).
+    Reply(Bytes),
+    /// The node could not be reached or the link broke: retried in the background.
+    Lost,
+}
+
+/// One client in pub/sub mode.
+struct PubSub<'a> {
+    proxy: &'a crate::proxy::Proxy,
+    st: &'a mut ClientState,
+    tx: tokio::sync::mpsc::Sender<Event>,
+    rx: tokio::sync::mpsc::Receiver<Event>,
+    next_id: u64,
+    /// The link carrying SUBSCRIBE/PSUBSCRIBE (one node is enough: PUBLISH reaches all).
+    classic: Option<Link>,
+    /// The classic link was lost: since when, and the node that failed.
+    classic_lost: Option<(Instant, Option<Arc<str>>)>,
+    /// Shard links by node address.
+    shard: std::collections::HashMap<Arc<str>, Link>,
+    channels: std::collections::BTreeSet<Bytes>,
+    patterns: std::collections::BTreeSet<Bytes>,
+    schannels: std::collections::BTreeMap<Bytes, Place>,
+    /// Bytes for the client, written after each batch of work.
+    out: BytesMut,
+    enc: BytesMut,
+}
+
+impl PubSub<'_> {
+    fn resp3(&self) -> bool {
+        self.st.resp3
+    }
+
+    /// Writes a confirmation for the client.
+    fn conf(&mut self, kind: &str, name: Option<&[u8]>, count: usize) {
+        let resp3 = self.st.resp3;
+        confirm(&mut self.out, resp3, kind, name, count);
+    }
+
+    fn classic_count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+
+    /// True when the client has no subscription left (back to normal mode).
+    fn idle(&self) -> bool {
+        self.channels.is_empty() && self.patterns.is_empty() && self.schannels.is_empty()
+    }
+
+    async fn open_link(&mut self, addr: Arc<str>) -> Result<Link, String> {
+        let d = Dedicated::open(&self.st.router, addr, self.st.resp3).await?;
+        let addr = d.addr.clone();
+        let (stream, mut buf) = d.into_parts();
+        let (mut r, w) = stream.into_split();
+        self.next_id += 1;
+        let id = self.next_id;
+        let tx = self.tx.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                loop {
+                    match slotgate_protocol::frame_len(&buf) {
+                        Ok(Some(n)) => {
+                            let f = buf.split_to(n).freeze();
+                            if tx.send((id, Some(f))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            let _ = tx.send((id, None)).await;
+                            return;
+                        }
+                    }
+                }
+                buf.reserve(4096);
+                match r.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send((id, None)).await;
+                        return;
+                    }
+                    Ok(_) => {}
+                }
+            }
+        });
+        Ok(Link {
+            id,
+            addr,
+            w,
+            reader,
+        })
+    }
+
+    /// Opens the classic link on some master (the one that failed last, if any, tried last).
+    async fn open_classic(&mut self, avoid: Option<&str>) -> Result<(), String> {
+        let mut masters = self.st.router.map().masters();
+        masters.sort();
+        masters.sort_by_key(|m| Some(&**m) == avoid);
+        let mut last = "no masters known".to_string();
+        for m in masters {
+            match self.open_link(m).await {
+                Ok(l) => {
+                    self.classic = Some(l);
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// The id of the shard link to `addr`, opened if needed.
+    async fn shard_link(&mut self, addr: &Arc<str>) -> Result<u64, String> {
+        if let Some(l) = self.shard.get(addr) {
+            return Ok(l.id);
+        }
+        let l = self.open_link(addr.clone()).await?;
+        let id = l.id;
+        self.shard.insert(addr.clone(), l);
+        Ok(id)
+    }
+
+    fn link_mut(&mut self, id: u64) -> Option<&mut Link> {
+        if self.classic.as_ref().is_some_and(|l| l.id == id) {
+            return self.classic.as_mut();
+        }
+        self.shard.values_mut().find(|l| l.id == id)
+    }
+
+    /// Sends on a link; a failed write drops the link. False when it failed.
+    async fn send(&mut self, id: u64, data: &[u8]) -> bool {
+        let ok = match self.link_mut(id) {
+            Some(l) => l.w.write_all(data).await.is_ok(),
+            None => false,
+        };
+        if !ok {
+            self.link_closed(id);
+        }
+        ok
+    }
+
+    /// A link is gone: its subscriptions are marked lost (re-established by `repair`).
+    fn link_closed(&mut self, id: u64) {
+        if self.classic.as_ref().is_some_and(|l| l.id == id) {
+            let failed = self.classic.take().map(|l| l.addr.clone());
+            crate::metrics::error("pubsub_resubscribe");
+            self.classic_lost = Some((Instant::now(), failed));
+            self.st.router.schedule_refresh(None);
+            return;
+        }
+        let Some(addr) = self
+            .shard
+            .iter()
+            .find(|(_, l)| l.id == id)
+            .map(|(a, _)| a.clone())
+        else {
+            return;
+        };
+        self.shard.remove(&addr);
+        crate::metrics::error("pubsub_resubscribe");
+        let now = Instant::now();
+        for p in self.schannels.values_mut() {
+            if *p == Place::On(addr.clone()) {
+                *p = Place::Lost(now);
+            }
+        }
+        self.st.router.schedule_refresh(None);
+    }
+
+    /// Handles a frame that is not the answer being waited for.
+    fn on_event(&mut self, (id, f): Event) {
+        let Some(f) = f else {
+            self.link_closed(id);
+            return;
+        };
+        match classify(&f) {
+            Kind::Message => self.out.extend_from_slice(&f),
+            Kind::Confirm(k, Some(ch)) if k == b"sunsubscribe" => {
+                // A node that stops serving a slot unsubscribes its shard channels (Redis 7):
+                // re-subscribe where the slot lives now; the client is not told.
+                let addr = self
+                    .shard
+                    .iter()
+                    .find(|(_, l)| l.id == id)
+                    .map(|(a, _)| a.clone());
+                if let (Some(addr), Some(p)) = (addr, self.schannels.get_mut(&ch)) {
+                    if *p == Place::On(addr) {
+                        *p = Place::Lost(Instant::now());
+                        self.st.router.schedule_refresh(None);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Waits for `n` confirmations of `kind` (or one error) on link `id`, handling the other
+    /// links' frames meanwhile.
+    async fn await_acks(&mut self, id: u64, kind: &[u8], n: usize) -> Ack {
+        let limit = self
+            .st
+            .router
+            .pool_config()
+            .read_timeout
+            .max(Duration::from_secs(1));
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut got = 0;
+        while got < n {
+            let ev = match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(ev)) => ev,
+                Ok(None) | Err(_) => {
+                    self.link_closed(id);
+                    return Ack::Lost;
+                }
+            };
+            if ev.0 != id {
+                self.on_event(ev);
+                continue;
+            }
+            let Some(f) = ev.1 else {
+                self.link_closed(id);
+                return Ack::Lost;
+            };
+            match classify(&f) {
+                Kind::Error => return Ack::Error(f),
+                Kind::Confirm(k, _) if k == kind => got += 1,
+                _ => self.on_event((id, Some(f))),
+            }
+        }
+        Ack::Done
+    }
+
+    /// SUBSCRIBE / PSUBSCRIBE.
+    async fn subscribe(&mut self, pattern: bool, names: &[Bytes]) {
+        let kind = if pattern { "psubscribe" } else { "subscribe" };
+        if self.classic.is_none() && self.classic_lost.is_none() {
+            if let Err(e) = self.open_classic(None).await {
+                self.out
+                    .extend_from_slice(&error_reply(&format!("ERR slotgate: {e}")));
+                return;
+            }
+        }
+        if let Some(id) = self.classic.as_ref().map(|l| l.id) {
+            let mut cmd = vec![Bytes::from_static(kind.as_bytes())];
+            cmd.extend(names.iter().cloned());
+            slotgate_protocol::resp::write_command(&mut self.enc, &cmd);
+            let data = self.enc.split();
+            if self.send(id, &data).await {
+                if let Ack::Error(e) = self.await_acks(id, kind.as_bytes(), names.len()).await {
+                    self.out.extend_from_slice(&e);
+                    return;
+                }
+            }
+        }
+        // Lost links are re-established with every subscription by `repair`.
+        for n in names {
+            if pattern {
+                self.patterns.insert(n.clone());
+            } else {
+                self.channels.insert(n.clone());
+            }
+            let c = self.classic_count();
+            self.conf(kind, Some(n), c);
+        }
+    }
+
+    /// UNSUBSCRIBE / PUNSUBSCRIBE.
+    async fn unsubscribe(&mut self, pattern: bool, names: &[Bytes]) {
+        let kind = if pattern {
+            "punsubscribe"
+        } else {
+            "unsubscribe"
+        };
+        let set = if pattern {
+            &self.patterns
+        } else {
+            &self.channels
+        };
+        let targets: Vec<Bytes> = if names.is_empty() {
+            set.iter().cloned().collect()
+        } else {
+            names.to_vec()
+        };
+        if targets.is_empty() {
+            let c = self.classic_count();
+            self.conf(kind, None, c);
+            return;
+        }
+        if let Some(id) = self.classic.as_ref().map(|l| l.id) {
+            let mut cmd = vec![Bytes::from_static(kind.as_bytes())];
+            cmd.extend(targets.iter().cloned());
+            slotgate_protocol::resp::write_command(&mut self.enc, &cmd);
+            let data = self.enc.split();
+            if self.send(id, &data).await {
+                if let Ack::Error(e) = self.await_acks(id, kind.as_bytes(), targets.len()).await {
+                    self.out.extend_from_slice(&e);
+                    return;
+                }
+            }
+        }
+        for t in &targets {
+            if pattern {
+                self.patterns.remove(t);
+            } else {
+                self.channels.remove(t);
+            }
+            let c = self.classic_count();
+            self.conf(kind, Some(t), c);
+        }
+        if self.classic_count() == 0 {
+            self.classic = None;
+            self.classic_lost = None;
+        }
+    }
+
+    /// Subscribes `chans` (all in `slot`) on the slot's owner, following MOVED/ASK; returns
+    /// the node now holding them.
+    async fn shard_subscribe(&mut self, slot: u16, chans: &[Bytes]) -> Result<Arc<str>, SubErr> {
+        let mut target: Option<Arc<str>> = None;
+        let mut asking = false;
+        for _ in 0..crate::redirect::MAX_REDIRECTS {
+            let addr = match target.take() {
+                Some(a) => a,
+                None => match self.st.router.map().master_of(slot) {
+                    Some(a) => a.clone(),
+                    None => {
+                        self.st.router.schedule_refresh(None);
+                        return Err(SubErr::Reply(error_reply(
+                            "CLUSTERDOWN Hash slot not served",
+                        )));
+                    }
+                },
+            };
+            let id = match self.shard_link(&addr).await {
+                Ok(id) => id,
+                Err(_) => {
+                    self.st.router.schedule_refresh(None);
+                    return Err(SubErr::Lost);
+                }
+            };
+            if asking {
+                slotgate_protocol::resp::write_command(&mut self.enc, &[&b"ASKING"[..]]);
+            }
+            let mut cmd = vec![Bytes::from_static(b"SSUBSCRIBE")];
+            cmd.extend(chans.iter().cloned());
+            slotgate_protocol::resp::write_command(&mut self.enc, &cmd);
+            let data = self.enc.split();
+            if !self.send(id, &data).await {
+                return Err(SubErr::Lost);
+            }
+            match self.await_acks(id, b"ssubscribe", chans.len()).await {
+                Ack::Done => return Ok(addr),
+                Ack::Lost => return Err(SubErr::Lost),
+                Ack::Error(e) => match error_text(&e).and_then(parse_redirect) {
+                    Some((ask, s, to)) => {
+                        if !ask {
+                            self.st.router.moved(s, &to);
+                        }
+                        asking = ask;
+                        target = Some(Arc::from(to.as_str()));
+                    }
+                    None => return Err(SubErr::Reply(e)),
+                },
+            }
+        }
+        Err(SubErr::Reply(error_reply(
+            "ERR slotgate: too many redirects",
+        )))
+    }
+
+    /// SSUBSCRIBE: every channel must hash to one slot (CROSSSLOT otherwise).
+    async fn ssubscribe(&mut self, names: &[Bytes]) {
+        let slot = match one_slot(names) {
+            Ok(s) => s,
+            Err(e) => {
+                self.out.extend_from_slice(&e);
+                return;
+            }
+        };
+        let mut fresh: Vec<Bytes> = Vec::new();
+        for n in names {
+            if !self.schannels.contains_key(n) && !fresh.contains(n) {
+                fresh.push(n.clone());
+            }
+        }
+        let mut place = None;
+        if !fresh.is_empty() {
+            place = Some(match self.shard_subscribe(slot, &fresh).await {
+                Ok(addr) => Place::On(addr),
+                Err(SubErr::Lost) => Place::Lost(Instant::now()),
+                Err(SubErr::Reply(e)) => {
+                    self.out.extend_from_slice(&e);
+                    return;
+                }
+            });
+        }
+        for n in names {
+            if let Some(p) = &place {
+                self.schannels.entry(n.clone()).or_insert_with(|| p.clone());
+            }
+            let c = self.schannels.len();
+            self.conf("ssubscribe", Some(n), c);
+        }
+    }
+
+    /// Unsubscribes shard channels on the links holding them (errors and lost links are
+    /// ignored: the subscription is gone either way).
+    async fn shard_unsubscribe(&mut self, targets: &[Bytes]) {
+        let mut by_node: Vec<(Arc<str>, Vec<Bytes>)> = Vec::new();
+        for t in targets {
+            if let Some(Place::On(a)) = self.schannels.get(t) {
+                match by_node.iter_mut().find(|(n, _)| n == a) {
+                    Some((_, v)) => {
+                        if !v.contains(t) {
+                            v.push(t.clone())
+                        }
+                    }
+                    None => by_node.push((a.clone(), vec![t.clone()])),
+                }
+            }
+        }
+        for (addr, chans) in by_node {
+            let Some(id) = self.shard.get(&addr).map(|l| l.id) else {
+                continue;
+            };
+            let mut cmd = vec![Bytes::from_static(b"SUNSUBSCRIBE")];
+            cmd.extend(chans.iter().cloned());
+            slotgate_protocol::resp::write_command(&mut self.enc, &cmd);
+            let data = self.enc.split();
+            if self.send(id, &data).await {
+                let _ = self.await_acks(id, b"sunsubscribe", chans.len()).await;
+            }
+        }
+    }
+
+    /// Closes shard links that hold no subscription any more.
+    fn drop_idle_links(&mut self) {
+        let used: std::collections::HashSet<Arc<str>> = self
+            .schannels
+            .values()
+            .filter_map(|p| match p {
+                Place::On(a) => Some(a.clone()),
+                Place::Lost(_) => None,
+            })
+            .collect();
+        self.shard.retain(|a, _| used.contains(a));
+    }
+
+    /// SUNSUBSCRIBE.
+    async fn sunsubscribe(&mut self, names: &[Bytes]) {
+        let targets: Vec<Bytes> = if names.is_empty() {
+            self.schannels.keys().cloned().collect()
+        } else {
+            if let Err(e) = one_slot(names) {
+                self.out.extend_from_slice(&e);
+                return;
+            }
+            names.to_vec()
+        };
+        if targets.is_empty() {
+            self.conf("sunsubscribe", None, 0);
+            return;
+        }
+        self.shard_unsubscribe(&targets).await;
+        for t in &targets {
+            self.schannels.remove(t);
+            let c = self.schannels.len();
+            self.conf("sunsubscribe", Some(t), c);
+        }
+        self.drop_idle_links();
+    }
+
+    /// Re-establishes lost subscriptions and moves shard channels whose slot changed owner.
+    /// Err when the classic subscriptions could not be restored in time (client closed).
+    async fn repair(&mut self) -> std::io::Result<()> {
+        if self.classic.is_none() && self.classic_count() > 0 {
+            let (since, failed) = self
+                .classic_lost
+                .get_or_insert((Instant::now(), None))
+                .clone();
+            if self.open_classic(failed.as_deref()).await.is_ok() {
+                if let Some(id) = self.classic.as_ref().map(|l| l.id) {
+                    let chans: Vec<Bytes> = self.channels.iter().cloned().collect();
+                    let pats: Vec<Bytes> = self.patterns.iter().cloned().collect();
+                    for (kind, names) in [("SUBSCRIBE", &chans), ("PSUBSCRIBE", &pats)] {
+                        if !names.is_empty() {
+                            let mut c = vec![Bytes::from_static(kind.as_bytes())];
+                            c.extend(names.iter().cloned());
+                            slotgate_protocol::resp::write_command(&mut self.enc, &c);
+                        }
+                    }
+                    let data = self.enc.split();
+                    let mut ok = self.send(id, &data).await;
+                    if ok && !chans.is_empty() {
+                        ok = matches!(
+                            self.await_acks(id, b"subscribe", chans.len()).await,
+                            Ack::Done
+                        );
+                    }
+                    if ok && !pats.is_empty() {
+                        ok = matches!(
+                            self.await_acks(id, b"psubscribe", pats.len()).await,
+                            Ack::Done
+                        );
+                    }
+                    if ok {
+                        self.classic_lost = None;
+                    } else {
+                        self.classic = None;
+                        self.classic_lost = Some((since, failed));
+                    }
+                }
+            } else if since.elapsed() > RESUBSCRIBE_FOR {
+                return Err(std::io::ErrorKind::NotConnected.into());
+            }
+        }
+        if self.schannels.is_empty() {
+            return Ok(());
+        }
+        // Shard channels whose slot the map now gives to another node: move them.
+        let mut moved: Vec<(Arc<str>, Bytes)> = Vec::new();
+        {
+            let map = self.st.router.map();
+            for (ch, p) in &self.schannels {
+                if let Place::On(a) = p {
+                    if let Some(owner) = map.master_of(slotgate_protocol::key_slot(ch)) {
+                        if owner != a {
+                            moved.push((a.clone(), ch.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        for (addr, ch) in moved {
+            if let Some(id) = self.shard.get(&addr).map(|l| l.id) {
+                // Its confirmation is ignored when it arrives (the channel is no longer there).
+                let mut c = vec![Bytes::from_static(b"SUNSUBSCRIBE")];
+                c.push(ch.clone());
+                slotgate_protocol::resp::write_command(&mut self.enc, &c);
+                let data = self.enc.split();
+                self.send(id, &data).await;
+            }
+            self.schannels.insert(ch, Place::Lost(now));
+        }
+        // Re-subscribe the lost ones, one SSUBSCRIBE per slot.
+        let mut groups: Vec<(u16, Vec<Bytes>, Instant)> = Vec::new();
+        for (ch, p) in &self.schannels {
+            if let Place::Lost(since) = p {
+                let slot = slotgate_protocol::key_slot(ch);
+                match groups.iter_mut().find(|(s, _, _)| *s == slot) {
+                    Some((_, v, t)) => {
+                        v.push(ch.clone());
+                        *t = (*t).min(*since);
+                    }
+                    None => groups.push((slot, vec![ch.clone()], *since)),
+                }
+            }
+        }
+        for (slot, chans, since) in groups.into_iter().take(REPAIR_BATCH) {
+            match self.shard_subscribe(slot, &chans).await {
+                Ok(addr) => {
+                    for c in chans {
+                        self.schannels.insert(c, Place::On(addr.clone()));
+                    }
+                }
+                Err(_) if since.elapsed() > RESUBSCRIBE_FOR => {
+                    // Given up: the client is told, as Redis tells subscribers of a lost slot.
+                    for c in chans {
+                        self.schannels.remove(&c);
+                        let n = self.schannels.len();
+                        self.conf("sunsubscribe", Some(&c), n);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        self.drop_idle_links();
+        Ok(())
+    }
+
+    /// Runs one client command in pub/sub mode.
+    async fn command(&mut self, args: Vec<Bytes>) -> Flow {
+        let Some(spec) = slotgate_protocol::commands::lookup(&args[0]) else {
+            self.out
+                .extend_from_slice(&crate::local::unknown_command(&args));
+            return Flow::Stay;
+        };
+        let name = spec.name;
+        let pubsub_cmd = matches!(
+            name,
+            "subscribe"
+                | "psubscribe"
+                | "ssubscribe"
+                | "unsubscribe"
+                | "punsubscribe"
+                | "sunsubscribe"
+                | "ping"
+                | "quit"
+                | "reset"
+        );
+        if !pubsub_cmd {
+            if !self.resp3() {
+                let msg = format!(
+                    "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                );
+                self.out.extend_from_slice(&error_reply(&msg));
+                return Flow::Stay;
+            }
+            // RESP3: any command may run while subscribed.
+            let p = crate::splitter::dispatch(self.proxy, self.st, &args, &mut self.enc);
+            match p {
+                crate::splitter::Pending::Close(b) => {
+                    self.out.extend_from_slice(&b);
+                    return Flow::Close;
+                }
+                crate::splitter::Pending::Subscribe(_) => {}
+                p => {
+                    let r = p.resolve(self.proxy, self.st).await;
+                    self.out.extend_from_slice(&r);
+                }
+            }
+            return Flow::Stay;
+        }
+        if !slotgate_protocol::commands::arity_ok(spec, args.len()) {
+            self.out.extend_from_slice(&error_reply(&format!(
+                "ERR wrong number of arguments for '{name}' command"
+            )));
+            return Flow::Stay;
+        }
+        let rest = &args[1..];
+        match name {
+            "subscribe" => self.subscribe(false, rest).await,
+            "psubscribe" => self.subscribe(true, rest).await,
+            "unsubscribe" => self.unsubscribe(false, rest).await,
+            "punsubscribe" => self.unsubscribe(true, rest).await,
+            "ssubscribe" => self.ssubscribe(rest).await,
+            "sunsubscribe" => self.sunsubscribe(rest).await,
+            "ping" => {
+                if self.resp3() {
+                    match rest.first() {
+                        Some(m) => slotgate_protocol::resp::write_bulk(&mut self.out, m),
+                        None => self.out.extend_from_slice(b"+PONG\r\n"),
+                    }
+                } else {
+                    slotgate_protocol::resp::write_header(&mut self.out, b'*', 2);
+                    slotgate_protocol::resp::write_bulk(&mut self.out, b"pong");
+                    slotgate_protocol::resp::write_bulk(
+                        &mut self.out,
+                        rest.first().map(|m| &m[..]).unwrap_or(b""),
+                    );
+                }
+            }
+            "quit" => {
+                self.out.extend_from_slice(b"+OK\r\n");
+                return Flow::Close;
+            }
+            _ => {
+                // RESET: drop every subscription (the links close) and reset the client.
+                self.classic = None;
+                self.classic_lost = None;
+                self.shard.clear();
+                self.channels.clear();
+                self.patterns.clear();
+                self.schannels.clear();
+                crate::local::reset_client(self.proxy, self.st);
+                self.out.extend_from_slice(b"+RESET\r\n");
+                return Flow::Leave;
+            }
+        }
+        Flow::Stay
+    }
+}
+
+/// Serves a client in pub/sub mode: `first` is the (P|S)SUBSCRIBE that started it. Returns
+/// Ok when the client has no subscription left (back to normal mode), Err when it is gone or
+/// must be closed.
 pub async fn pubsub(
+    proxy: &crate::proxy::Proxy,
     st: &mut ClientState,
     sock: &mut TcpStream,
     rbuf: &mut BytesMut,
+    parser: &mut slotgate_protocol::resp::RequestParser,
     first: Vec<Bytes>,
 ) -> std::io::Result<()> {
-    let mut subs = Subs::default();
-    let mut conn = match open_any(&st.router, st.resp3, None).await {
-        Ok(c) => c,
-        Err(e) => {
-            sock.write_all(&error_reply(&format!("ERR slotgate: {e}")))
-                .await?;
-            return Ok(());
-        }
+    let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+    let mut s = PubSub {
+        proxy,
+        st,
+        tx,
+        rx,
+        next_id: 0,
+        classic: None,
+        classic_lost: None,
+        shard: Default::default(),
+        channels: Default::default(),
+        patterns: Default::default(),
+        schannels: Default::default(),
+        out: BytesMut::new(),
+        enc: BytesMut::new(),
     };
-    let mut parser = slotgate_protocol::resp::RequestParser::new();
+    let mut tick = tokio::time::interval(REPAIR_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut args: Vec<Bytes> = Vec::new();
-    let mut enc = BytesMut::new();
-    let mut pending_cmds = vec![first];
+    let mut next = Some(first);
     loop {
-        // Forward the client's commands (only pub/sub ones are allowed in this mode).
-        for cmd in pending_cmds.drain(..) {
-            let name = cmd[0].to_ascii_lowercase();
-            match name.as_slice() {
-                b"subscribe" => subs.channels.extend(cmd[1..].iter().cloned()),
-                b"psubscribe" => subs.patterns.extend(cmd[1..].iter().cloned()),
-                b"unsubscribe" => {
-                    if cmd.len() == 1 {
-                        subs.channels.clear();
-                    } else {
-                        subs.channels.retain(|c| !cmd[1..].contains(c));
+        // Commands already received, one at a time: once the client has no subscription
+        // left, the rest of its input belongs to normal mode.
+        loop {
+            let cmd = match next.take() {
+                Some(c) => c,
+                None => {
+                    let limits = slotgate_protocol::Limits::default();
+                    match parser.parse(rbuf, &mut args, &limits) {
+                        Ok(Some(slotgate_protocol::Parsed::Command)) => std::mem::take(&mut args),
+                        Ok(Some(slotgate_protocol::Parsed::Empty)) => continue,
+                        Ok(None) => break,
+                        Err(e) => {
+                            s.out
+                                .extend_from_slice(format!("-ERR {}\r\n", e.0).as_bytes());
+                            sock.write_all(&s.out).await?;
+                            return Err(std::io::ErrorKind::InvalidData.into());
+                        }
                     }
                 }
-                b"punsubscribe" => {
-                    if cmd.len() == 1 {
-                        subs.patterns.clear();
-                    } else {
-                        subs.patterns.retain(|c| !cmd[1..].contains(c));
-                    }
-                }
-                b"ping" | b"reset" | b"quit" => {}
-                _ => {
-                    let msg = format!(
-                        "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
-                        String::from_utf8_lossy(&name)
-                    );
-                    sock.write_all(&error_reply(&msg)).await?;
-                    continue;
-                }
+            };
+            let flow = s.command(cmd).await;
+            if !s.out.is_empty() {
+                sock.write_all(&s.out).await?;
+                s.out.clear();
             }
-            if name.as_slice() == b"quit" {
-                sock.write_all(b"+OK\r\n").await?;
-                return Err(std::io::ErrorKind::ConnectionAborted.into());
+            match flow {
+                Flow::Stay => {}
+                Flow::Close => return Err(std::io::ErrorKind::ConnectionAborted.into()),
+                Flow::Leave => return Ok(()),
             }
-            slotgate_protocol::resp::write_command(&mut enc, &cmd);
-            let data = enc.split();
-            if conn.send(&data).await.is_err() {
-                // Handled by the read side below (reconnect).
-            }
-            if name.as_slice() == b"reset" {
-                // RESET leaves pub/sub mode; its reply is forwarded below.
-                let r = conn
-                    .read_frame()
-                    .await
-                    .unwrap_or_else(|_| Bytes::from_static(b"+RESET\r\n"));
-                sock.write_all(&r).await?;
+            if s.idle() {
                 return Ok(());
             }
         }
         tokio::select! {
-            f = conn.read_frame() => {
-                match f {
-                    Ok(frame) => {
-                        sock.write_all(&frame).await?;
-                        let items = frame_items(&frame);
-                        let kind = items.first().map(|k| k.to_ascii_lowercase()).unwrap_or_default();
-                        if (kind == b"unsubscribe" || kind == b"punsubscribe")
-                            && items.get(2).map(|c| &c[..] == b"0").unwrap_or(false)
-                            && subs.channels.is_empty() && subs.patterns.is_empty()
-                        {
-                            return Ok(());
-                        }
-                    }
-                    Err(_) => {
-                        // The node went away: re-subscribe on another one; the client stays.
-                        crate::metrics::error("pubsub_resubscribe");
-                        let failed = conn.addr.clone();
-                        st.router.schedule_refresh(None);
-                        let mut tries = 0;
-                        conn = loop {
-                            tries += 1;
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            if let Ok(c) = open_any(&st.router, st.resp3, Some(&failed)).await {
-                                break c;
-                            }
-                            if tries > 150 {
-                                return Err(std::io::ErrorKind::NotConnected.into());
-                            }
-                        };
-                        let mut n = 0;
-                        if !subs.channels.is_empty() {
-                            let mut c = vec![Bytes::from_static(b"SUBSCRIBE")];
-                            c.extend(subs.channels.iter().cloned());
-                            slotgate_protocol::resp::write_command(&mut enc, &c);
-                            n += subs.channels.len();
-                        }
-                        if !subs.patterns.is_empty() {
-                            let mut c = vec![Bytes::from_static(b"PSUBSCRIBE")];
-                            c.extend(subs.patterns.iter().cloned());
-                            slotgate_protocol::resp::write_command(&mut enc, &c);
-                            n += subs.patterns.len();
-                        }
-                        let data = enc.split();
-                        // Swallow the confirmations: the client is already subscribed.
-                        if conn.call(&data, n).await.is_err() {
-                            continue;
+            ev = s.rx.recv() => {
+                if let Some(ev) = ev {
+                    s.on_event(ev);
+                    for _ in 0..256 {
+                        match s.rx.try_recv() {
+                            Ok(ev) => s.on_event(ev),
+                            Err(_) => break,
                         }
                     }
                 }
@@ -508,20 +1350,22 @@ pub async fn pubsub(
                 if r? == 0 {
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
-                let limits = slotgate_protocol::Limits::default();
-                loop {
-                    match parser.parse(rbuf, &mut args, &limits) {
-                        Ok(Some(slotgate_protocol::Parsed::Command)) => pending_cmds.push(args.clone()),
-                        Ok(Some(slotgate_protocol::Parsed::Empty)) => continue,
-                        Ok(None) => break,
-                        Err(e) => {
-                            sock.write_all(format!("-ERR {}\r\n", e.0).as_bytes()).await?;
-                            return Err(std::io::ErrorKind::InvalidData.into());
-                        }
-                    }
-                }
-                rbuf.reserve(4096);
+            }
+            _ = tick.tick() => s.repair().await?,
+            _ = s.st.info.kill.notified() => {
+                return Err(std::io::ErrorKind::ConnectionAborted.into());
             }
         }
+        if !s.out.is_empty() {
+            sock.write_all(&s.out).await?;
+            s.out.clear();
+        }
+        if s.idle() {
+            return Ok(());
+        }
+        if proxy.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::ErrorKind::ConnectionAborted.into());
+        }
+        rbuf.reserve(4096);
     }
 }

@@ -81,8 +81,14 @@ pub enum Pending {
         slot: u16,
         /// The encoded command.
         data: Bytes,
+        /// Its first key (probes whether the node still owns the slot).
+        key: Bytes,
+        /// The command's own timeout (None: waits forever).
+        timeout: Option<std::time::Duration>,
+        /// BLMOVE / BRPOPLPUSH: a timeout answers a null bulk (others a null array).
+        null_bulk: bool,
     },
-    /// (P)SUBSCRIBE: the connection switches to pub/sub mode.
+    /// (P|S)SUBSCRIBE: the connection switches to pub/sub mode.
     Subscribe(Vec<Bytes>),
 }
 
@@ -119,7 +125,7 @@ pub fn dispatch(
     if let Some(p) = transaction(client, spec, args, enc) {
         return p;
     }
-    if matches!(spec.name, "subscribe" | "psubscribe")
+    if matches!(spec.name, "subscribe" | "psubscribe" | "ssubscribe")
         && client.authenticated
         && commands::arity_ok(spec, args.len())
     {
@@ -153,6 +159,9 @@ pub fn dispatch(
         return Pending::Blocking {
             slot: first,
             data: encode(enc, args),
+            key: args[kp[0]].clone(),
+            timeout: blocking_timeout(spec.name, args),
+            null_bulk: matches!(spec.name, "blmove" | "brpoplpush"),
         };
     }
     if same {
@@ -197,6 +206,25 @@ pub fn dispatch(
         _ => Pending::Ready(error_reply(
             "CROSSSLOT Keys in request don't hash to the same slot",
         )),
+    }
+}
+
+/// The timeout a blocking command gives itself (None: 0, forever, or unparsable — the node
+/// then answers the syntax error).
+fn blocking_timeout(name: &str, args: &[Bytes]) -> Option<std::time::Duration> {
+    let secs = |a: &Bytes| -> Option<f64> { std::str::from_utf8(a).ok()?.parse::<f64>().ok() };
+    let t = match name {
+        "blmpop" | "bzmpop" => secs(args.get(1)?)?,
+        "xread" | "xreadgroup" => {
+            let i = args.iter().position(|a| a.eq_ignore_ascii_case(b"block"))?;
+            secs(args.get(i + 1)?)? / 1000.0
+        }
+        _ => secs(args.last()?)?,
+    };
+    if t > 0.0 && t.is_finite() && t < 1e9 {
+        Some(std::time::Duration::from_secs_f64(t))
+    } else {
+        None
     }
 }
 
@@ -457,8 +485,17 @@ impl Pending {
             Pending::Ready(b) | Pending::Close(b) => b,
             // Rare, large futures are boxed so the per-client task stays small.
             Pending::Tx(op) => Box::pin(crate::session::run_tx(op, client)).await,
-            Pending::Blocking { slot, data } => {
-                Box::pin(crate::session::run_blocking(client, slot, data)).await
+            Pending::Blocking {
+                slot,
+                data,
+                key,
+                timeout,
+                null_bulk,
+            } => {
+                Box::pin(crate::session::run_blocking(
+                    client, slot, data, key, timeout, null_bulk,
+                ))
+                .await
             }
             Pending::Subscribe(_) => {
                 error_reply("ERR slotgate: internal: subscribe outside the client loop")

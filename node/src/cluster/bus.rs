@@ -466,7 +466,7 @@ pub struct Effects {
     /// Reply to write on the connection the message came from.
     pub reply: Option<Vec<u8>>,
     /// A PUBLISH to deliver to local subscribers (channel, message, shard).
-    pub publish: Option<(Vec<u8>, Vec<u8>)>,
+    pub publish: Option<(Vec<u8>, Vec<u8>, bool)>,
     /// Slots we lost to another master: delete our keys in them.
     pub flush_slots: Vec<u16>,
     /// Close the link (the peer is unusable).
@@ -928,7 +928,7 @@ impl State {
                 }
             }
             Body::Publish(ch, m) if sender.is_some() => {
-                fx.publish = Some((ch, m));
+                fx.publish = Some((ch, m, hdr.typ == PUBLISHSHARD));
             }
             Body::AuthRequest {
                 force_ack,
@@ -1158,7 +1158,9 @@ fn handle(
     };
     // A role change (won election, lost slots to a newer config) applies at once.
     reconcile_replication(server, upstream);
-    if let Some((ch, m)) = &fx.publish {
+    if let Some((ch, m, true)) = &fx.publish {
+        crate::cmd::pubsub::deliver_shard_publish(server, ch, m);
+    } else if let Some((ch, m, false)) = &fx.publish {
         server.pubsub.publish(
             &bytes::Bytes::copy_from_slice(ch),
             &bytes::Bytes::copy_from_slice(m),
@@ -1528,6 +1530,8 @@ async fn cron(server: Arc<Server>, cluster: Arc<Cluster>) {
         cluster.commit(&mut st, &server.log);
         drop(st);
         reconcile_replication(&server, upstream);
+        // Shard channels of slots my shard no longer serves: unsubscribed (sunsubscribe push).
+        crate::cmd::pubsub::drop_lost_shard_channels(&server);
     }
 }
 

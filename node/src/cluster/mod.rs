@@ -1258,6 +1258,9 @@ impl Cluster {
         let mut is_write = false;
         let mut is_migrate = false;
         let mut cmd_asking = false;
+        // Shard pub/sub (SSUBSCRIBE/SUNSUBSCRIBE/SPUBLISH): served by replicas of the owner
+        // too, and by the owner while the slot migrates (channels are not keys), as Redis.
+        let mut pubsub = false;
         let mut keys: Vec<&[u8]> = Vec::new();
         let mut st = self.state.lock();
         for args in cmds {
@@ -1270,6 +1273,7 @@ impl Cluster {
             }
             is_write |= spec.has_flag(flags::WRITE);
             is_migrate |= spec.name == "migrate";
+            pubsub |= spec.has_flag(flags::PUBSUB);
             cmd_asking |= spec.has_flag(flags::ASKING);
             for &p in kp.iter() {
                 let k: &[u8] = &args[p];
@@ -1297,7 +1301,8 @@ impl Cluster {
         let Some(slot) = slot else {
             return Ok(());
         };
-        let open = st.migrating.contains_key(&slot) || st.importing.contains_key(&slot);
+        let open =
+            !pubsub && (st.migrating.contains_key(&slot) || st.importing.contains_key(&slot));
         let mut missing = 0;
         if open {
             // Lock order is always keyspace shards before the cluster state (EXEC holds every
@@ -1320,7 +1325,7 @@ impl Cluster {
             is_write,
             is_migrate,
             asking || cmd_asking,
-            client.readonly,
+            client.readonly || pubsub,
         )
     }
 }

@@ -430,7 +430,11 @@ fn client_type(c: &crate::client::ClientHandle) -> &'static [u8] {
         b"master"
     } else if flags.contains('S') {
         b"replica"
-    } else if c.subs.load(Ordering::Relaxed) + c.psubs.load(Ordering::Relaxed) > 0 {
+    } else if c.subs.load(Ordering::Relaxed)
+        + c.psubs.load(Ordering::Relaxed)
+        + c.ssubs.load(Ordering::Relaxed)
+        > 0
+    {
         b"pubsub"
     } else {
         b"normal"

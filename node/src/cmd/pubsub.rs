@@ -5,18 +5,16 @@
 //! client's `channels`/`patterns` sets; both are kept in sync here (and the `subs`/`psubs`
 //! counters CLIENT LIST shows). Confirmations are push frames in RESP3, arrays in RESP2.
 //!
-//! Shard channels are a separate namespace, as in Redis 7.0. The shared registry and client
-//! state have no slot for them yet, so they are kept in a private registry in this file;
-//! until `Push` gains an `SMessage` variant, their messages are delivered as `message` pushes.
+//! Shard channels are a separate namespace, as in Redis 7.0: their messages are `smessage`
+//! pushes; in cluster mode SPUBLISH reaches the subscribers of every node of the slot's shard
+//! (owner and replicas, through PUBLISHSHARD bus messages), and a node whose shard stops
+//! serving a slot unsubscribes that slot's shard channels with an `sunsubscribe` push.
 
 use super::{Ctx, Handler, Outcome};
-use crate::client::{ClientHandle, Push};
+use crate::cluster::NodeId;
 use crate::server::Server;
 use bytes::Bytes;
-use parking_lot::Mutex;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
 
 /// Commands of this family.
 pub const COMMANDS: &[(&str, Handler)] = &[
@@ -49,7 +47,7 @@ fn sync_handle(ctx: &mut Ctx) {
     let h = &ctx.client.handle;
     h.subs.store(ctx.client.channels.len(), Ordering::Relaxed);
     h.psubs.store(ctx.client.patterns.len(), Ordering::Relaxed);
-    let subscribed = ctx.client.in_pubsub() || shard_count_of(ctx.server, h.id) > 0;
+    let subscribed = ctx.client.in_pubsub();
     let mut flags = h.flags.lock();
     if subscribed && flags.as_str() == "N" {
         flags.replace_range(.., "P");
@@ -178,31 +176,20 @@ fn pubsub(ctx: &mut Ctx) -> Outcome {
         }
         (b"numpat", 2) => ctx.out.int(ctx.server.pubsub.numpat() as i64),
         (b"shardchannels", 2 | 3) => {
-            let pat = ctx.args.get(2).cloned();
-            let list = with_shards(ctx.server, |r| {
-                r.purge_dead();
-                r.channels
-                    .keys()
-                    .filter(|c| {
-                        pat.as_ref()
-                            .is_none_or(|p| crate::glob::glob_match(p, c, false))
-                    })
-                    .cloned()
-                    .collect::<Vec<_>>()
-            });
+            let list = ctx
+                .server
+                .pubsub
+                .shard_channels(ctx.args.get(2).map(|p| &p[..]));
             ctx.out.array(list.len());
             for c in list {
                 ctx.out.bulk(&c);
             }
         }
         (b"shardnumsub", _) => {
-            let counts = with_shards(ctx.server, |r| {
-                r.purge_dead();
-                ctx.args[2..]
-                    .iter()
-                    .map(|c| r.channels.get(&c[..]).map_or(0, |v| v.len()))
-                    .collect::<Vec<_>>()
-            });
+            let counts: Vec<usize> = ctx.args[2..]
+                .iter()
+                .map(|c| ctx.server.pubsub.shard_numsub(c))
+                .collect();
             ctx.out.array(counts.len() * 2);
             for (i, n) in counts.into_iter().enumerate() {
                 ctx.out.bulk(&ctx.args[i + 2]);
@@ -253,99 +240,31 @@ fn pubsub(ctx: &mut Ctx) -> Outcome {
 // Shard channels
 // ---------------------------------------------------------------------------------------------
 
-/// Shard-channel subscriptions of one server.
-#[derive(Default)]
-struct ShardSubs {
-    /// Channel → subscribers.
-    channels: BTreeMap<Bytes, Vec<Arc<ClientHandle>>>,
-    /// Client id → its shard channels.
-    clients: HashMap<u64, BTreeSet<Bytes>>,
-}
-
-impl ShardSubs {
-    /// Forgets subscribers whose connection has gone (their push queue is closed).
-    fn purge_dead(&mut self) {
-        let mut dead = Vec::new();
-        self.channels.retain(|_, subs| {
-            subs.retain(|h| {
-                let gone = h.push.is_closed();
-                if gone {
-                    dead.push(h.id);
-                }
-                !gone
-            });
-            !subs.is_empty()
-        });
-        for id in dead {
-            self.clients.remove(&id);
-        }
-    }
-
-    fn remove(&mut self, channel: &[u8], id: u64) -> bool {
-        let removed = self
-            .clients
-            .get_mut(&id)
-            .is_some_and(|set| set.remove(channel));
-        if self.clients.get(&id).is_some_and(|s| s.is_empty()) {
-            self.clients.remove(&id);
-        }
-        if let Some(v) = self.channels.get_mut(channel) {
-            v.retain(|h| h.id != id);
-            if v.is_empty() {
-                self.channels.remove(channel);
-            }
-        }
-        removed
-    }
-}
-
-/// Runs `f` on the shard registry of `server` (one per server instance in the process).
-fn with_shards<R>(server: &Server, f: impl FnOnce(&mut ShardSubs) -> R) -> R {
-    static ALL: OnceLock<Mutex<HashMap<usize, ShardSubs>>> = OnceLock::new();
-    let mut all = ALL.get_or_init(Default::default).lock();
-    f(all.entry(server as *const Server as usize).or_default())
-}
-
-fn shard_count_of(server: &Server, id: u64) -> usize {
-    with_shards(server, |r| r.clients.get(&id).map_or(0, |s| s.len()))
-}
-
 /// Number of active shard channels (INFO `pubsubshard_channels`).
 pub fn shard_channel_count(server: &Server) -> usize {
-    with_shards(server, |r| {
-        r.purge_dead();
-        r.channels.len()
-    })
+    server.pubsub.shard_channel_count()
 }
 
-/// Drops every shard subscription of client `id` (RESET; disconnects are purged lazily).
+/// Drops every shard subscription of client `id` (RESET).
 pub fn drop_shard_subscriptions(server: &Server, id: u64) {
-    with_shards(server, |r| {
-        if let Some(set) = r.clients.remove(&id) {
-            for ch in set {
-                if let Some(v) = r.channels.get_mut(&ch) {
-                    v.retain(|h| h.id != id);
-                    if v.is_empty() {
-                        r.channels.remove(&ch);
-                    }
-                }
-            }
-        }
-    });
+    server.pubsub.drop_shard_client(id);
 }
 
 fn ssubscribe(ctx: &mut Ctx) -> Outcome {
     let handle = ctx.client.handle.clone();
+    if let (Some(c), Some(ch)) = (ctx.server.cluster.as_ref(), ctx.args.get(1)) {
+        // Remember who serves the slot now: losing it later unsubscribes (see below).
+        let slot = slotgate_protocol::key_slot(ch);
+        let view = slot_view(&c.state.lock(), slot);
+        ctx.server
+            .pubsub
+            .shard_seen
+            .lock()
+            .entry(slot)
+            .or_insert(view);
+    }
     for i in 1..ctx.args.len() {
-        let n = with_shards(ctx.server, |r| {
-            let set = r.clients.entry(handle.id).or_default();
-            if !set.contains(&ctx.args[i][..]) {
-                let owned = Bytes::copy_from_slice(&ctx.args[i]);
-                set.insert(owned.clone());
-                r.channels.entry(owned).or_default().push(handle.clone());
-            }
-            r.clients.get(&handle.id).map_or(0, |s| s.len())
-        });
+        let n = ctx.server.pubsub.ssubscribe(&ctx.args[i], &handle);
         confirm(ctx, b"ssubscribe", Some(&ctx.args[i]), n);
     }
     sync_handle(ctx);
@@ -353,27 +272,19 @@ fn ssubscribe(ctx: &mut Ctx) -> Outcome {
 }
 
 fn sunsubscribe(ctx: &mut Ctx) -> Outcome {
-    let id = ctx.client.handle.id;
+    let handle = ctx.client.handle.clone();
     if ctx.args.len() == 1 {
-        let all = with_shards(ctx.server, |r| {
-            r.clients.get(&id).cloned().unwrap_or_default()
-        });
+        let all = ctx.server.pubsub.shard_channels_of(handle.id);
         if all.is_empty() {
             confirm(ctx, b"sunsubscribe", None, 0);
         }
         for ch in all {
-            let n = with_shards(ctx.server, |r| {
-                r.remove(&ch, id);
-                r.clients.get(&id).map_or(0, |s| s.len())
-            });
+            let n = ctx.server.pubsub.sunsubscribe(&ch, &handle);
             confirm(ctx, b"sunsubscribe", Some(&ch), n);
         }
     } else {
         for i in 1..ctx.args.len() {
-            let n = with_shards(ctx.server, |r| {
-                r.remove(&ctx.args[i], id);
-                r.clients.get(&id).map_or(0, |s| s.len())
-            });
+            let n = ctx.server.pubsub.sunsubscribe(&ctx.args[i], &handle);
             confirm(ctx, b"sunsubscribe", Some(&ctx.args[i]), n);
         }
     }
@@ -384,36 +295,102 @@ fn sunsubscribe(ctx: &mut Ctx) -> Outcome {
 fn spublish(ctx: &mut Ctx) -> Outcome {
     let channel = Bytes::copy_from_slice(&ctx.args[1]);
     let message = Bytes::copy_from_slice(&ctx.args[2]);
-    let targets: Vec<Arc<ClientHandle>> = with_shards(ctx.server, |r| {
-        let mut gone = false;
-        let subs = match r.channels.get_mut(&channel) {
-            Some(v) => {
-                v.retain(|h| {
-                    let closed = h.push.is_closed();
-                    gone |= closed;
-                    !closed
-                });
-                v.clone()
-            }
-            None => Vec::new(),
-        };
-        if gone {
-            r.purge_dead();
-        }
-        subs
-    });
-    let mut n = 0;
-    for h in targets {
-        let p = Push::Message {
-            channel: channel.clone(),
-            data: message.clone(),
-        };
-        match h.push.try_send(p) {
-            Ok(()) => n += 1,
-            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => h.kill(),
-            Err(_) => {}
-        }
-    }
+    let n = ctx.server.pubsub.spublish(&channel, &message);
+    propagate_spublish(ctx.server, &channel, &message);
     ctx.out.int(n);
     Outcome::Done
+}
+
+/// Cluster mode: sends an SPUBLISH to the other nodes of my shard (my master or myself, and
+/// its replicas) as a PUBLISHSHARD bus message, as Redis 7.0 does; they deliver it to their
+/// own subscribers.
+fn propagate_spublish(server: &Server, channel: &[u8], message: &[u8]) {
+    use crate::cluster::bus;
+    let Some(c) = server.cluster.as_ref() else {
+        return;
+    };
+    let mut st = c.state.lock();
+    let me = st.myself;
+    let master = st.my_master().unwrap_or(me);
+    let mut targets = st.replicas_of(master);
+    targets.push(master);
+    targets.retain(|id| *id != me);
+    if targets.is_empty() {
+        return;
+    }
+    let msg = bus::encode(&bus::Msg {
+        hdr: st.my_header(bus::PUBLISHSHARD),
+        body: bus::Body::Publish(channel.to_vec(), message.to_vec()),
+    });
+    let mut sent = 0;
+    for id in targets {
+        if let Some(l) = st.nodes.get(&id).and_then(|n| n.link.as_ref()) {
+            if l.try_send(msg.clone()).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    st.stats.sent[bus::PUBLISHSHARD as usize % bus::MSG_TYPES] += sent;
+}
+
+/// A PUBLISHSHARD from another node of my shard: delivered to my shard subscribers.
+pub fn deliver_shard_publish(server: &Server, channel: &[u8], message: &[u8]) {
+    server.pubsub.spublish(
+        &Bytes::copy_from_slice(channel),
+        &Bytes::copy_from_slice(message),
+    );
+}
+
+/// The owner of `slot` and whether my shard (myself or my master) serves it.
+fn slot_view(st: &crate::cluster::State, slot: u16) -> (Option<NodeId>, bool) {
+    let owner = st.slots.get(slot as usize).copied().flatten();
+    let mine = owner.is_some() && (owner == Some(st.myself) || owner == st.my_master());
+    (owner, mine)
+}
+
+/// Cluster mode, run by the cluster cron: shard channels whose slot my shard stopped serving
+/// are unsubscribed and their clients told with an `sunsubscribe` push, as Redis 7.0 does when
+/// a slot is deleted from a node of the shard (migrated away, or taken over by a replica other
+/// than myself). A replica promoted in place keeps its subscribers.
+pub fn drop_lost_shard_channels(server: &Server) {
+    let Some(c) = server.cluster.as_ref() else {
+        return;
+    };
+    let slots = server.pubsub.shard_slots();
+    if slots.is_empty() {
+        let mut seen = server.pubsub.shard_seen.lock();
+        if !seen.is_empty() {
+            seen.clear();
+        }
+        return;
+    }
+    // Per slot: its owner now, and whether my shard (myself or my master) serves it.
+    let (me, now) = {
+        let st = c.state.lock();
+        let now: Vec<(u16, (Option<NodeId>, bool))> =
+            slots.iter().map(|&s| (s, slot_view(&st, s))).collect();
+        (st.myself, now)
+    };
+    let mut lost = Vec::new();
+    {
+        let mut seen = server.pubsub.shard_seen.lock();
+        seen.retain(|s, _| slots.contains(s));
+        for (s, (owner, mine)) in now {
+            // Dropped when the owner changed away from my shard to a node other than myself
+            // (a replica promoted in place keeps its subscribers).
+            let dropped = match seen.get(&s) {
+                Some(&(prev, prev_mine)) => prev_mine && prev != owner && owner != Some(me),
+                None => !mine,
+            };
+            if dropped {
+                lost.push(s);
+                seen.remove(&s);
+            } else {
+                seen.insert(s, (owner, mine));
+            }
+        }
+    }
+    for s in lost {
+        server.pubsub.drop_shard_slot(s);
+    }
 }
