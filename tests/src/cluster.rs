@@ -57,7 +57,15 @@ pub fn redis_cli(args: &[&str]) -> (bool, String) {
     let Some(cli) = crate::which("redis-cli") else {
         return (false, "redis-cli not installed".into());
     };
-    match Command::new(cli).args(args).stdin(Stdio::null()).output() {
+    // Bounded (coreutils `timeout`): a redis-cli that talks to the wrong process (a port
+    // taken by someone else) must fail the test, not hang it.
+    match Command::new("timeout")
+        .arg("300")
+        .arg(cli)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+    {
         Ok(o) => (
             o.status.success(),
             String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
