@@ -245,6 +245,25 @@ impl Keyspace {
         self.dbs[i.min(self.dbs.len() - 1)].get_or_init(Db::new)
     }
 
+    /// Wakes every client blocked on a key (BLPOP and friends) so each re-runs its command:
+    /// after this node lost slots or became a replica they get MOVED/READONLY instead of
+    /// waiting forever; the others block again.
+    pub fn wake_all_blocked(&self) {
+        for d in 0..self.count() {
+            let Some(db) = self.existing(d) else {
+                continue;
+            };
+            for i in 0..SHARDS {
+                let shard = db.lock_shard(i);
+                for q in shard.blocked.values() {
+                    for w in q {
+                        w.notify.notify_one();
+                    }
+                }
+            }
+        }
+    }
+
     /// Database `i` only if it was ever used.
     pub fn existing(&self, i: usize) -> Option<&Db> {
         self.dbs.get(i).and_then(|d| d.get())

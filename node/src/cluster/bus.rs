@@ -1168,6 +1168,7 @@ fn handle(
     }
     if !fx.flush_slots.is_empty() {
         flush_slots(server, &fx.flush_slots);
+        server.ks.wake_all_blocked();
     }
     Ok(fx)
 }

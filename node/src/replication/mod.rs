@@ -278,6 +278,9 @@ impl Replication {
                 f.links.clear();
                 drop(i);
                 drop(f);
+                // Clients blocked on keys of a master that just became a replica re-run
+                // their command and get the replica's answer (MOVED / READONLY).
+                server.ks.wake_all_blocked();
                 server
                     .log
                     .notice(&format!("Connecting to MASTER {host}:{port}"));
