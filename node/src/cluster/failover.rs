@@ -7,7 +7,7 @@
 //! offset and how long my link to the master has been down) and the pause / unpause requests
 //! queued in [`Failover`] for the bus to apply.
 //!
-//! - Election (replica of a FAIL master serving slots): after 500 ms + random 0..500 ms +
+//! - Election (replica of a FAIL master serving slots): after 200 ms + random 0..300 ms +
 //!   rank × 1000 ms (rank = how many sibling replicas announce a larger replication offset),
 //!   bump currentEpoch and broadcast FAILOVER_AUTH_REQUEST; with ACKs from a majority of the
 //!   slot-owning masters within max(2 × node timeout, 2 s), take the master's slots with the
@@ -27,6 +27,13 @@
 
 use super::bus::{self, Body, Msg};
 use super::{NodeId, SlotBitmap, State, FAIL, MIGRATE_TO, MYSELF, NOFAILOVER, PFAIL};
+
+/// Fixed part of the election delay, ms. Redis waits 500 ms for the FAIL to spread; our FAIL
+/// is broadcast the moment a majority agrees (and masters are pinged at once on PFAIL), so a
+/// shorter wait keeps failover within node timeout + 1 s without racing the FAIL.
+pub const ELECTION_DELAY: u64 = 200;
+/// Random part of the election delay (0..this), ms: sibling replicas do not collide.
+pub const ELECTION_JITTER: u64 = 300;
 
 /// Manual failover timeout (Redis's CLUSTER_MF_TIMEOUT), milliseconds.
 pub const MF_TIMEOUT: u64 = 5000;
@@ -295,8 +302,10 @@ impl State {
         if self.fo.auth_time == 0 || auth_age > auth_retry {
             use rand::Rng;
             let rank = self.replica_rank(repl.offset);
-            self.fo.auth_time =
-                now + 500 + rand::thread_rng().gen_range(0..500) + rank as u64 * 1000;
+            self.fo.auth_time = now
+                + ELECTION_DELAY
+                + rand::thread_rng().gen_range(0..ELECTION_JITTER)
+                + rank as u64 * 1000;
             self.fo.auth_voters.clear();
             self.fo.auth_sent = false;
             self.fo.auth_rank = rank;
@@ -930,9 +939,12 @@ mod tests {
         fail(&mut st, ids[0], 10_000);
         st.failover_cron(10_000, repl);
         let t = st.fo.auth_time;
-        assert!((10_500..11_000).contains(&t), "{t}");
+        assert!(
+            (10_000 + ELECTION_DELAY..10_000 + ELECTION_DELAY + ELECTION_JITTER).contains(&t),
+            "{t}"
+        );
         assert!(!st.fo.auth_sent);
-        st.failover_cron(10_400, repl);
+        st.failover_cron(10_000 + ELECTION_DELAY - 50, repl);
         assert!(!st.fo.auth_sent);
         st.outbox.clear();
         st.failover_cron(t, repl);
@@ -1012,7 +1024,7 @@ mod tests {
                 link_down_ms: None,
             },
         );
-        assert!(st.fo.auth_time >= 11_500);
+        assert!(st.fo.auth_time >= 11_000 + ELECTION_DELAY);
         // A NOFAILOVER sibling does not count.
         if let Some(n) = st.nodes.get_mut(&other) {
             n.flags |= NOFAILOVER;
