@@ -231,7 +231,7 @@ impl Conn {
                         server.clone(), &mut self.rd, &mut self.wr, *start) => {}
                     _ = kill.kill_notify.notified() => {}
                 }
-                server.repl.forget_link(self.client.handle.id);
+                server.repl.remove_link(self.client.handle.id);
                 true
             }
             Outcome::Block {

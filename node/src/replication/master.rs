@@ -385,10 +385,16 @@ pub async fn heartbeat(server: Arc<Server>) {
         }
         last = std::time::Instant::now();
         let r: &Replication = &server.repl;
-        if r.is_replica() || r.feed.lock().links.is_empty() {
+        if r.is_replica() {
             continue;
         }
-        let db = r.feed.lock().stream_db.unwrap_or(0);
+        let db = {
+            let f = r.feed.lock();
+            if f.links.is_empty() {
+                continue;
+            }
+            f.stream_db.unwrap_or(0)
+        };
         r.propagate(db, &[b"PING"]);
     }
 }

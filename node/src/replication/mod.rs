@@ -493,11 +493,7 @@ impl Replication {
     }
 
     /// Drops link `id` if it is still registered (its connection closed).
-    pub fn forget_link(&self, id: u64) {
-        self.remove_link(id);
-    }
-
-    fn remove_link(&self, id: u64) {
+    pub fn remove_link(&self, id: u64) {
         self.feed.lock().links.retain(|l| l.id != id);
     }
 
