@@ -8,6 +8,7 @@ use crate::splitter::{self, Pending};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use slotgate_protocol::resp::{Limits, Parsed, RequestParser};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -120,6 +121,22 @@ pub async fn serve(
     crate::metrics::client_closed();
 }
 
+/// One read from a socket just reported readable, never waiting: `WouldBlock` when it had
+/// nothing after all. It goes through `poll_read`, which drops tokio's readiness after a short
+/// read (the socket is drained), so the next wait parks at once instead of spending a
+/// syscall on a read that can only answer EAGAIN (`try_read` keeps the readiness).
+async fn read_ready(sock: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let fut = sock.read_buf(buf);
+    tokio::pin!(fut);
+    std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        std::task::Poll::Ready(r) => std::task::Poll::Ready(r),
+        std::task::Poll::Pending => {
+            std::task::Poll::Ready(Err(std::io::ErrorKind::WouldBlock.into()))
+        }
+    })
+    .await
+}
+
 async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::io::Result<()> {
     let mut rbuf = BytesMut::new();
     let mut out = BytesMut::new();
@@ -146,7 +163,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
             } => return Ok(()),
         }
         rbuf.reserve(4096);
-        let n = match sock.try_read_buf(&mut rbuf) {
+        let n = match read_ready(&mut sock, &mut rbuf).await {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -172,6 +189,8 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
             if proxy.draining.load(Ordering::Relaxed) {
                 return Ok(());
             }
+            // One clock read per batch: every request in it arrived with the same read.
+            let started = Instant::now();
             while batch.len() < max_pipeline {
                 let limits = Limits {
                     max_bulk_len: slotgate_protocol::resp::DEFAULT_MAX_BULK_LEN,
@@ -181,11 +200,9 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
                     Ok(None) => break,
                     Ok(Some(Parsed::Empty)) => continue,
                     Ok(Some(Parsed::Command)) => {
-                        let started = Instant::now();
-                        let p = splitter::dispatch(proxy, st, &args, &mut enc);
-                        let name = slotgate_protocol::commands::lookup(&args[0])
-                            .map(|s| s.name)
-                            .unwrap_or("unknown");
+                        let top = slotgate_protocol::commands::lookup(&args[0]);
+                        let p = splitter::dispatch(proxy, st, top, &args, &mut enc);
+                        let name = top.map(|s| s.name).unwrap_or("unknown");
                         // After a (P|S)SUBSCRIBE the rest of the input is read in pub/sub mode.
                         let is_close = matches!(p, Pending::Close(_) | Pending::Subscribe(_));
                         let slot = match &p {
@@ -224,7 +241,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
                     }
                     p @ Pending::Blocking { .. } => {
                         // Wait for the backend, but notice a client that goes away.
-                        let fut = p.resolve(proxy, st);
+                        let fut = p.resolve(proxy, st, started);
                         tokio::pin!(fut);
                         loop {
                             tokio::select! {
@@ -237,7 +254,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
                             }
                         }
                     }
-                    p => p.resolve(proxy, st).await,
+                    p => p.resolve(proxy, st, started).await,
                 };
                 let elapsed = started.elapsed();
                 cm.record(name, reply.first() != Some(&b'-'), elapsed);

@@ -112,10 +112,10 @@ pub fn handle(
     proxy: &Proxy,
     client: &mut ClientState,
     spec: &'static CommandSpec,
+    top: &'static CommandSpec,
     args: &[Bytes],
     enc: &mut BytesMut,
 ) -> Option<Pending> {
-    let top = commands::lookup(&args[0]).unwrap_or(spec);
     let name = top.name;
     if !commands::arity_ok(top, args.len()) {
         return Some(Pending::Ready(wrong_arity(name)));

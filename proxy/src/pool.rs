@@ -11,7 +11,7 @@
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -78,6 +78,8 @@ pub struct Pool {
     /// Node address `host:port`.
     pub addr: Arc<str>,
     conns: Vec<mpsc::UnboundedSender<Request>>,
+    /// Set while `down_until` holds a mark: the request path reads only this flag.
+    down: AtomicBool,
     down_until: Mutex<Option<(Instant, String)>>,
     /// Counters.
     pub stats: Arc<PoolStats>,
@@ -106,6 +108,7 @@ impl Pool {
             Pool {
                 addr: addr.clone(),
                 conns,
+                down: AtomicBool::new(false),
                 down_until: Mutex::new(None),
                 stats: stats.clone(),
                 requests: metrics::counter!("slotgate_backend_requests_total", "node" => addr.to_string()),
@@ -144,11 +147,15 @@ impl Pool {
 
     /// Why the node is marked down, if it is.
     pub fn down_reason(&self) -> Option<String> {
+        if !self.down.load(Ordering::Acquire) {
+            return None;
+        }
         let mut d = self.down_until.lock();
         match &*d {
             Some((until, why)) if Instant::now() < *until => Some(why.clone()),
             Some(_) => {
                 *d = None;
+                self.down.store(false, Ordering::Release);
                 None
             }
             None => None,
@@ -156,7 +163,9 @@ impl Pool {
     }
 
     fn mark_down(&self, why: String, for_: Duration) {
-        *self.down_until.lock() = Some((Instant::now() + for_, why));
+        let mut d = self.down_until.lock();
+        *d = Some((Instant::now() + for_, why));
+        self.down.store(true, Ordering::Release);
     }
 
     /// True when not marked down.
@@ -287,17 +296,19 @@ impl ConnTask {
             let err = 'conn: loop {
                 // Queue everything available, then write it in one go.
                 if let Some(r) = next.take() {
+                    // One clock read for the whole write batch.
+                    let sent = Instant::now();
                     wbuf.extend_from_slice(&r.data);
                     pending.push_back(Pending {
                         frames: r.frames,
-                        sent: Instant::now(),
+                        sent,
                         reply: r.reply,
                     });
                     while let Ok(r) = self.rx.try_recv() {
                         wbuf.extend_from_slice(&r.data);
                         pending.push_back(Pending {
                             frames: r.frames,
-                            sent: Instant::now(),
+                            sent,
                             reply: r.reply,
                         });
                         if wbuf.len() > 1 << 20 {
@@ -326,6 +337,8 @@ impl ConnTask {
                             Err(e) => break 'conn e.to_string(),
                             Ok(_) => {}
                         }
+                        // One clock read for every reply of this read.
+                        let received = Instant::now();
                         loop {
                             match slotgate_protocol::frame_len(&rbuf) {
                                 Ok(Some(n)) => {
@@ -340,7 +353,7 @@ impl ConnTask {
                                     front.frames -= 1;
                                     if front.frames == 0 {
                                         if let Some(p) = pending.pop_front() {
-                                            latency.record(p.sent.elapsed().as_secs_f64());
+                                            latency.record(received.saturating_duration_since(p.sent).as_secs_f64());
                                             let _ = p.reply.send(Ok(frame));
                                         }
                                     }

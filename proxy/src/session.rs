@@ -1204,7 +1204,9 @@ impl PubSub<'_> {
                 return Flow::Stay;
             }
             // RESP3: any command may run while subscribed.
-            let p = crate::splitter::dispatch(self.proxy, self.st, &args, &mut self.enc);
+            let started = Instant::now();
+            let top = slotgate_protocol::commands::lookup(&args[0]);
+            let p = crate::splitter::dispatch(self.proxy, self.st, top, &args, &mut self.enc);
             match p {
                 crate::splitter::Pending::Close(b) => {
                     self.out.extend_from_slice(&b);
@@ -1212,7 +1214,7 @@ impl PubSub<'_> {
                 }
                 crate::splitter::Pending::Subscribe(_) => {}
                 p => {
-                    let r = p.resolve(self.proxy, self.st).await;
+                    let r = p.resolve(self.proxy, self.st, started).await;
                     self.out.extend_from_slice(&r);
                 }
             }

@@ -109,20 +109,26 @@ fn send_part(client: &ClientState, slot: u16, data: Bytes) -> Option<Rx> {
     Some(pool.send(client.id, data, 1))
 }
 
-/// Turns a request into a [`Pending`], sending backend work right away.
+/// Turns a request into a [`Pending`], sending backend work right away. `top` is
+/// `commands::lookup(&args[0])`, looked up once by the caller.
 pub fn dispatch(
     proxy: &Proxy,
     client: &mut ClientState,
+    top: Option<&'static CommandSpec>,
     args: &[Bytes],
     enc: &mut BytesMut,
 ) -> Pending {
-    let Some(spec) = commands::resolve(args) else {
+    let spec = top.map(|t| match args.get(1) {
+        Some(sub) if t.is_container() => commands::lookup_subcommand(t, sub).unwrap_or(t),
+        _ => t,
+    });
+    let (Some(top), Some(spec)) = (top, spec) else {
         if client.tx.in_multi {
             client.tx.aborted = true;
         }
         return Pending::Ready(local::unknown_command(args));
     };
-    if let Some(p) = transaction(client, spec, args, enc) {
+    if let Some(p) = transaction(client, spec, top, args, enc) {
         return p;
     }
     if matches!(spec.name, "subscribe" | "psubscribe" | "ssubscribe")
@@ -131,7 +137,7 @@ pub fn dispatch(
     {
         return Pending::Subscribe(args.to_vec());
     }
-    if let Some(p) = local::handle(proxy, client, spec, args, enc) {
+    if let Some(p) = local::handle(proxy, client, spec, top, args, enc) {
         return p;
     }
     let mut kp = KeyPositions::new();
@@ -146,7 +152,7 @@ pub fn dispatch(
     }
     // All keys in one slot: forward as-is.
     let first = key_slot(&args[kp[0]]);
-    let same = kp.iter().all(|&i| key_slot(&args[i]) == first);
+    let same = kp.iter().skip(1).all(|&i| key_slot(&args[i]) == first);
     let blocking = spec.has_flag(flags::BLOCKING)
         && (!matches!(spec.name, "xread" | "xreadgroup")
             || args.iter().any(|a| a.eq_ignore_ascii_case(b"block")));
@@ -232,11 +238,11 @@ fn blocking_timeout(name: &str, args: &[Bytes]) -> Option<std::time::Duration> {
 fn transaction(
     client: &mut ClientState,
     spec: &'static CommandSpec,
+    top: &'static CommandSpec,
     args: &[Bytes],
     enc: &mut BytesMut,
 ) -> Option<Pending> {
     use crate::session::TxOp;
-    let top = commands::lookup(&args[0]).unwrap_or(spec);
     let name = top.name;
     let in_multi = client.tx.in_multi;
     if (!matches!(name, "multi" | "exec" | "discard" | "watch" | "unwatch") && !in_multi)
@@ -412,8 +418,8 @@ async fn resolve_one(
     slot: u16,
     data: Bytes,
     rx: Option<Rx>,
+    started: Instant,
 ) -> Bytes {
-    let deadline = Instant::now() + proxy.cfg().request_timeout;
     let mut ask = None;
     if let Some(rx) = rx {
         match rx.await {
@@ -449,6 +455,7 @@ async fn resolve_one(
         }
     }
     // The slow path (redirects, retries) is boxed: the common case keeps a small future.
+    let deadline = started + proxy.cfg().request_timeout;
     Box::pin(redirect::execute(
         &client.router,
         client.id,
@@ -479,8 +486,9 @@ fn array_items(raw: &Bytes) -> Option<Vec<Bytes>> {
 }
 
 impl Pending {
-    /// Waits for the reply (following redirects) and returns its raw bytes.
-    pub async fn resolve(self, proxy: &Proxy, client: &mut ClientState) -> Bytes {
+    /// Waits for the reply (following redirects) and returns its raw bytes. `started` is when
+    /// the request arrived: its retries end at `started + request-timeout`.
+    pub async fn resolve(self, proxy: &Proxy, client: &mut ClientState, started: Instant) -> Bytes {
         match self {
             Pending::Ready(b) | Pending::Close(b) => b,
             // Rare, large futures are boxed so the per-client task stays small.
@@ -501,14 +509,14 @@ impl Pending {
                 error_reply("ERR slotgate: internal: subscribe outside the client loop")
             }
             Pending::Single { slot, data, rx } => {
-                resolve_one(proxy, client, slot, data, Some(rx)).await
+                resolve_one(proxy, client, slot, data, Some(rx), started).await
             }
             Pending::Local(job) => Box::pin(job.run(proxy, client)).await,
             Pending::Split {
                 merge,
                 parts,
                 nkeys,
-            } => Box::pin(resolve_split(proxy, client, merge, parts, nkeys)).await,
+            } => Box::pin(resolve_split(proxy, client, merge, parts, nkeys, started)).await,
         }
     }
 }
@@ -520,10 +528,11 @@ async fn resolve_split(
     merge: Merge,
     parts: Vec<Part>,
     nkeys: usize,
+    started: Instant,
 ) -> Bytes {
     let mut replies = Vec::with_capacity(parts.len());
     for p in parts {
-        let r = resolve_one(proxy, client, p.slot, p.data, p.rx).await;
+        let r = resolve_one(proxy, client, p.slot, p.data, p.rx, started).await;
         replies.push((p.keys, r));
     }
     // Any error fails the whole request: never a partial answer.
