@@ -514,6 +514,7 @@ fn io_worker(
     addrs: Vec<std::net::SocketAddr>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
+    batch_scheduling();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -641,5 +642,19 @@ async fn active_expire_cycle(server: Arc<Server>) {
             }
         }
         next = (next + 32) % crate::db::SHARDS;
+    }
+}
+
+/// Puts the calling worker thread under `SCHED_BATCH`: the kernel then does not let a
+/// newly woken worker preempt the one running on its core, so two workers sharing a core
+/// (clients on the other) switch about half as often. Measured on 2 cores with
+/// redis-benchmark -P 1: context switches per request halved, CPU per request ~10% lower,
+/// -P 16 unchanged. Non-real-time policy: needs no privilege; a refusal changes nothing else.
+fn batch_scheduling() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscall on the calling thread with a valid, initialised parameter.
+        let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
     }
 }

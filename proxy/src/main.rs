@@ -174,6 +174,7 @@ async fn serve(
         let spawned = std::thread::Builder::new()
             .name(format!("slotgate-w{i}"))
             .spawn(move || {
+                batch_scheduling();
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -282,4 +283,20 @@ fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net:
     sock.set_reuseport(true)?;
     sock.bind(addr)?;
     sock.listen(1024)
+}
+
+/// Puts the calling worker thread under `SCHED_BATCH`: the kernel then does not let a
+/// newly woken worker preempt the one running on its core, so two workers sharing a core
+/// (clients on the other) switch about half as often. Measured on 2 cores with
+/// redis-benchmark -P 1: context switches per request halved, CPU per request ~10% lower,
+/// -P 16 unchanged. Non-real-time policy: needs no privilege; a refusal is only logged.
+fn batch_scheduling() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscall on the calling thread with a valid, initialised parameter.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+            tracing::debug!("SCHED_BATCH refused: {}", std::io::Error::last_os_error());
+        }
+    }
 }
