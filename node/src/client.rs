@@ -91,7 +91,17 @@ pub struct ClientHandle {
     pub kill_notify: tokio::sync::Notify,
     /// When set, replies are not sent (CLIENT NO-EVICT is accepted; this is CLIENT REPLY OFF).
     pub no_evict: AtomicBool,
+    /// CLIENT UNBLOCK request for a blocked client: 0 none, [`UNBLOCK_TIMEOUT`] or
+    /// [`UNBLOCK_ERROR`]; set under the `flags` lock while the flags say blocked (`b`).
+    pub unblock: std::sync::atomic::AtomicU8,
+    /// Wakes a blocked client for CLIENT UNBLOCK.
+    pub unblock_notify: tokio::sync::Notify,
 }
+
+/// CLIENT UNBLOCK ... TIMEOUT (the default): the blocked command answers as if it timed out.
+pub const UNBLOCK_TIMEOUT: u8 = 1;
+/// CLIENT UNBLOCK ... ERROR: the blocked command answers `-UNBLOCKED`.
+pub const UNBLOCK_ERROR: u8 = 2;
 
 impl ClientHandle {
     /// A handle for a new connection.
@@ -116,7 +126,21 @@ impl ClientHandle {
             killed: AtomicBool::new(false),
             kill_notify: tokio::sync::Notify::new(),
             no_evict: AtomicBool::new(false),
+            unblock: std::sync::atomic::AtomicU8::new(0),
+            unblock_notify: tokio::sync::Notify::new(),
         }
+    }
+
+    /// CLIENT UNBLOCK: wakes this client if it is blocked on keys (`reason` is
+    /// [`UNBLOCK_TIMEOUT`] or [`UNBLOCK_ERROR`]); false when it is not blocked.
+    pub fn request_unblock(&self, reason: u8) -> bool {
+        let flags = self.flags.lock();
+        if flags.as_str() != "b" {
+            return false;
+        }
+        self.unblock.store(reason, Ordering::Release);
+        self.unblock_notify.notify_waiters();
+        true
     }
 
     /// Asks the connection to close.

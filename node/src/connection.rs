@@ -330,9 +330,19 @@ impl Conn {
     ) -> std::io::Result<bool> {
         let server = self.server.clone();
         let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
-        self.client.handle.flags.lock().replace_range(.., "b");
+        // Listen for CLIENT UNBLOCK before the flags say blocked, so no request is missed.
+        let handle = self.client.handle.clone();
+        let unblocked = handle.unblock_notify.notified();
+        tokio::pin!(unblocked);
+        unblocked.as_mut().enable();
+        {
+            let mut flags = handle.flags.lock();
+            flags.replace_range(.., "b");
+            handle.unblock.store(0, Ordering::Relaxed);
+        }
         self.flush().await?;
         let waiter = self.client.waiter.clone();
+        let blocked_on_master = !server.repl.is_replica();
         let mut close = false;
         loop {
             let sleep = async {
@@ -343,6 +353,15 @@ impl Conn {
             };
             tokio::select! {
                 _ = waiter.notify.notified() => {
+                    if blocked_on_master && server.repl.is_replica() {
+                        // As Redis 7: a master turned replica (REPLICAOF, failover) unblocks
+                        // its blocked clients with this error and closes their connections.
+                        self.out.error(
+                            "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)",
+                        );
+                        close = true;
+                        break;
+                    }
                     self.client.now_ms = crate::db::now_ms();
                     let len_before = self.out.buf.len();
                     match cmd::dispatch(&server, &mut self.client, &mut self.out, args) {
@@ -363,6 +382,17 @@ impl Conn {
                     break;
                 }
                 _ = self.client.handle.kill_notify.notified() => { close = true; break; }
+                _ = &mut unblocked => {
+                    if handle.unblock.load(Ordering::Acquire) == crate::client::UNBLOCK_ERROR {
+                        self.out.error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
+                    } else {
+                        match on_timeout {
+                            TimeoutReply::NullArray => self.out.null_array(),
+                            TimeoutReply::NullBulk => self.out.null(),
+                        }
+                    }
+                    break;
+                }
                 r = self.rd.read_buf(&mut self.rbuf) => {
                     match r {
                         Ok(0) | Err(_) => { close = true; break; }

@@ -70,11 +70,16 @@ impl Conn {
         })
     }
 
-    /// Sends one command and reads its reply (error replies are `Ok(Frame::Error)`).
-    pub fn call(&mut self, args: &[&str]) -> Result<Frame, String> {
+    /// Sends one command without reading its reply (a blocking command, say).
+    pub fn send(&mut self, args: &[&str]) -> Result<(), String> {
         let mut out = BytesMut::new();
         slotgate_protocol::resp::write_command(&mut out, args);
-        self.s.write_all(&out).map_err(|e| format!("write: {e}"))?;
+        self.s.write_all(&out).map_err(|e| format!("write: {e}"))
+    }
+
+    /// Sends one command and reads its reply (error replies are `Ok(Frame::Error)`).
+    pub fn call(&mut self, args: &[&str]) -> Result<Frame, String> {
+        self.send(args)?;
         self.read()
     }
 

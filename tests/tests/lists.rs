@@ -725,6 +725,63 @@ fn blocking_fifo_order() {
     on_both(fifo_two_waiters);
 }
 
+/// CLIENT UNBLOCK: TIMEOUT (the default) gives the command's timeout reply, ERROR an
+/// `-UNBLOCKED` error; 0 for a client that is not blocked or does not exist; bad input errors.
+fn client_unblock(port: u16) {
+    let mut c = Wire::connect(port);
+    let mut admin = Wire::connect(port);
+    let id = c.cmd(&["CLIENT", "ID"]);
+    let id = id.trim_start_matches(':').trim_end().to_string();
+    assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", &id]), int(0));
+    c.send(&["BLPOP", "ub", "0"]);
+    wait_blocked(port, 1);
+    assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", &id, "timeout"]), int(1));
+    assert_eq!(c.reply(), "*-1\r\n");
+    c.send(&["BLMOVE", "ub", "ubd", "LEFT", "LEFT", "0"]);
+    wait_blocked(port, 1);
+    assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", &id]), int(1));
+    let blmove_timeout = c.reply();
+    c.send(&["BLMOVE", "ub", "ubd", "LEFT", "LEFT", "0.01"]);
+    assert_eq!(
+        c.reply(),
+        blmove_timeout,
+        "UNBLOCK TIMEOUT answers as a timeout does"
+    );
+    c.send(&["BZPOPMIN", "ubz", "0"]);
+    wait_blocked(port, 1);
+    assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", &id, "ERROR"]), int(1));
+    assert_eq!(
+        c.reply(),
+        "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"
+    );
+    // The client is usable and no longer blocked; nothing was taken from the keys.
+    assert_eq!(c.cmd(&["PING"]), "+PONG\r\n");
+    wait_blocked(port, 0);
+    assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", &id, "ERROR"]), int(0));
+    assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", "999999"]), int(0));
+    assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", "-1"]), int(0));
+    assert_eq!(
+        admin.cmd(&["CLIENT", "UNBLOCK", &id, "maybe"]),
+        "-ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR\r\n"
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "UNBLOCK", "abc"]),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(admin.cmd(&["RPUSH", "ub", "x"]), int(1));
+    assert_eq!(admin.cmd(&["LLEN", "ub"]), int(1));
+    // A client blocked again after an unblock is served normally.
+    c.send(&["BLPOP", "ub2", "0"]);
+    wait_blocked(port, 1);
+    assert_eq!(admin.cmd(&["RPUSH", "ub2", "y"]), int(1));
+    assert_eq!(c.reply(), arr(&[bulk("ub2"), bulk("y")]));
+}
+
+#[test]
+fn blocking_client_unblock() {
+    on_both(client_unblock);
+}
+
 /// A client blocked on two keys is served by a push to either.
 fn two_keys(port: u16) {
     let mut c = Wire::connect(port);

@@ -277,6 +277,46 @@ fn node_runtime_replicaof() {
     }
 }
 
+/// A master told REPLICAOF while a client is blocked on one of its keys: the client gets
+/// `-UNBLOCKED ...` and its connection is closed (Redis 7's disconnectAllBlockedClients); a
+/// client that is not blocked stays connected.
+fn blocked_client_on_demotion(bin: &Path) {
+    let m = server(bin, &[]);
+    let old = server(bin, &[]);
+    let mut blocked = Conn::connect(old.port, Duration::from_secs(10)).expect("connect");
+    let mut other = Conn::connect(old.port, Duration::from_secs(10)).expect("connect");
+    assert_eq!(other.call(&["PING"]), Ok(Frame::Simple("PONG".into())));
+    blocked.send(&["BLPOP", "q", "0"]).expect("send");
+    wait_until("the client to block", LINK_LIMIT, || {
+        text(&cmd(old.port, &["CLIENT", "LIST"])).contains("flags=b ")
+    });
+    let mp = m.port.to_string();
+    assert_eq!(text(&cmd(old.port, &["REPLICAOF", "127.0.0.1", &mp])), "OK");
+    assert_eq!(
+        blocked.read(),
+        Ok(Frame::Error(
+            "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)"
+                .into()
+        ))
+    );
+    assert_eq!(blocked.read(), Err("connection closed".into()));
+    assert_eq!(other.call(&["PING"]), Ok(Frame::Simple("PONG".into())));
+}
+
+#[test]
+fn redis_blocked_client_on_demotion() {
+    if let Some(b) = redis_kind() {
+        blocked_client_on_demotion(&b);
+    }
+}
+
+#[test]
+fn node_blocked_client_on_demotion() {
+    if let Some(b) = node_kind() {
+        blocked_client_on_demotion(&b);
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // 7. WAIT
 // ------------------------------------------------------------------------------------------

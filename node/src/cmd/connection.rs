@@ -316,6 +316,28 @@ fn client(ctx: &mut Ctx) -> Outcome {
                 .pause_clients(crate::db::now_ms() + ms as u64, all);
             ctx.out.ok();
         }
+        b"unblock" => {
+            // CLIENT UNBLOCK id [TIMEOUT|ERROR]
+            let reason = match ctx.args.get(3) {
+                None => crate::client::UNBLOCK_TIMEOUT,
+                Some(r) if r.eq_ignore_ascii_case(b"timeout") => crate::client::UNBLOCK_TIMEOUT,
+                Some(r) if r.eq_ignore_ascii_case(b"error") => crate::client::UNBLOCK_ERROR,
+                Some(_) => {
+                    ctx.out
+                        .error("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR");
+                    return Outcome::Done;
+                }
+            };
+            let Some(id) = slotgate_protocol::resp::parse_i64(ctx.arg(2)) else {
+                ctx.out.error("ERR value is not an integer or out of range");
+                return Outcome::Done;
+            };
+            let target = u64::try_from(id)
+                .ok()
+                .and_then(|id| ctx.server.clients.lock().get(&id).cloned());
+            let done = target.is_some_and(|t| t.request_unblock(reason));
+            ctx.out.int(done as i64);
+        }
         b"unpause" => {
             ctx.server.repl.unpause_writes();
             ctx.out.ok();
@@ -343,6 +365,12 @@ fn client(ctx: &mut Ctx) -> Outcome {
                 "    Control the replies sent to the current connection.",
                 "NO-EVICT (ON|OFF)",
                 "    Accepted for compatibility.",
+                "PAUSE <timeout> [WRITE|ALL]",
+                "    Suspend all, or just write, clients for <timeout> milliseconds.",
+                "UNPAUSE",
+                "    Stop the current client pause, resuming traffic.",
+                "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+                "    Unblock the specified blocked client.",
                 "HELP",
                 "    Print this help.",
             ];

@@ -278,8 +278,8 @@ impl Replication {
                 f.links.clear();
                 drop(i);
                 drop(f);
-                // Clients blocked on keys of a master that just became a replica re-run
-                // their command and get the replica's answer (MOVED / READONLY).
+                // Clients blocked on keys of a master that just became a replica are
+                // answered -UNBLOCKED and disconnected (connection.rs), as Redis 7 does.
                 server.ks.wake_all_blocked();
                 server
                     .log
