@@ -429,6 +429,14 @@ pub async fn run_blocking(
         if blocked_at.elapsed() > Duration::from_secs(1) {
             redirects = 0; // a long wait is not a redirect loop
         }
+        // A master that became a replica (failover, REPLICAOF) unblocks its clients with
+        // this error and drops them: wait again on the slot's new master.
+        if reply.starts_with(b"-UNBLOCKED force unblock") {
+            crate::metrics::error("blocking_retry");
+            st.router.schedule_refresh(None);
+            failing_since.get_or_insert_with(tokio::time::Instant::now);
+            continue;
+        }
         match error_text(&reply).and_then(parse_redirect) {
             Some((ask, s, to)) => {
                 redirects += 1;
