@@ -14,7 +14,7 @@
 //! Redis: a write acknowledged by a master in the last moments before it dies may not have
 //! reached the replica; such writes are reported, not required (see each test).
 
-use slotgate_tests::cluster::redis_cli;
+use slotgate_tests::cluster::{redis_cli, Cluster};
 use slotgate_tests::repl::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -69,6 +69,30 @@ fn report_missing(what: &str, missing: &[(String, String, Option<String>)]) -> S
     format!("{} {what}: {}", missing.len(), sample.join(", "))
 }
 
+/// Runs `f`; if it panics (a wait timed out), first prints what every node but `skip` logged
+/// about failure detection and elections, so a failed failover can be understood.
+fn explained<T>(c: &Cluster, skip: u16, f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|e| {
+        for n in c.nodes.iter().filter(|n| n.port != skip) {
+            let log = n.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| {
+                    [
+                        "FAIL", "fail", "lection", "vote", "Failover", "failover", "epoch",
+                        "DEBUG", "andshake",
+                    ]
+                    .iter()
+                    .any(|w| l.contains(w))
+                })
+                .collect();
+            let (_, nodes) = redis_cli(&["-p", &n.port.to_string(), "cluster", "nodes"]);
+            eprintln!("--- node {} ---\n{}\n{nodes}", n.port, lines.join("\n"));
+        }
+        std::panic::resume_unwind(e)
+    })
+}
+
 // ------------------------------------------------------------------------------------------
 // 2. kill -9 a master under a writer
 // ------------------------------------------------------------------------------------------
@@ -94,9 +118,11 @@ fn kill_master_failover(bin: &Path) {
     let t_dead = Instant::now();
 
     let limit = Duration::from_millis(NODE_TIMEOUT_MS) + FAILOVER_MARGIN;
-    let promoted = wait_until("the replica to become master of the slots", limit, || {
-        info(heir, "replication").get("role").map(String::as_str) == Some("master")
-            && owns(heir, &victim_slots)
+    let promoted = explained(&c, victim, || {
+        wait_until("the replica to become master of the slots", limit, || {
+            info(heir, "replication").get("role").map(String::as_str) == Some("master")
+                && owns(heir, &victim_slots)
+        })
     });
     let live: Vec<u16> = ports.iter().copied().filter(|&p| p != victim).collect();
     let mut probe = SlotClient::new(&live, Duration::from_secs(2));
@@ -214,9 +240,11 @@ fn manual_failover(bin: &Path, option: Option<&str>) {
     let t_cmd = Instant::now();
     assert_eq!(text(&cmd(replica, &args)), "OK");
     let limit = Duration::from_secs(15);
-    let promoted = wait_until("the replica promoted with the slots", limit, || {
-        info(replica, "replication").get("role").map(String::as_str) == Some("master")
-            && owns(replica, &slots)
+    let promoted = explained(&c, 0, || {
+        wait_until("the replica promoted with the slots", limit, || {
+            info(replica, "replication").get("role").map(String::as_str) == Some("master")
+                && owns(replica, &slots)
+        })
     });
     let t_promoted = Instant::now();
     let demoted = wait_until("the old master following the new one", limit, || {

@@ -675,6 +675,30 @@ impl State {
         }
     }
 
+    /// What every message from a known node tells about it: data received now, the cluster's
+    /// current epoch, the node's config epoch (a master's own), its replication offset, and a
+    /// master paused for my manual failover.
+    fn note_sender_header(&mut self, s: NodeId, hdr: &Header, now: u64) {
+        if let Some(n) = self.nodes.get_mut(&s) {
+            n.data_received = now;
+        }
+        if hdr.current_epoch > self.current_epoch {
+            self.current_epoch = hdr.current_epoch;
+            self.todo_save = true;
+        }
+        if let Some(n) = self.nodes.get_mut(&s) {
+            if hdr.config_epoch > n.config_epoch && hdr.master.is_none() {
+                n.config_epoch = hdr.config_epoch;
+                self.todo_save = true;
+            }
+            n.repl_offset = hdr.repl_offset;
+        }
+        // My master paused for my manual failover: its offset is the one to reach.
+        if hdr.flags & MSGFLAG_PAUSED != 0 && self.my_master() == Some(s) {
+            self.note_paused_master_offset(hdr.repl_offset);
+        }
+    }
+
     /// Processes one message. `link_node` is the node of an outbound link (None for
     /// inbound); `peer_ip` the connection's remote IP; `local_ip` our side's IP.
     pub fn process(
@@ -704,24 +728,7 @@ impl State {
         let known = |st: &State, id: &NodeId| st.nodes.get(id).is_some_and(|n| !n.in_handshake());
         let mut sender = known(self, &hdr.sender).then_some(hdr.sender);
         if let Some(s) = sender {
-            if let Some(n) = self.nodes.get_mut(&s) {
-                n.data_received = now;
-            }
-            if hdr.current_epoch > self.current_epoch {
-                self.current_epoch = hdr.current_epoch;
-                self.todo_save = true;
-            }
-            if let Some(n) = self.nodes.get_mut(&s) {
-                if hdr.config_epoch > n.config_epoch && hdr.master.is_none() {
-                    n.config_epoch = hdr.config_epoch;
-                    self.todo_save = true;
-                }
-                n.repl_offset = hdr.repl_offset;
-            }
-            // My master paused for my manual failover: its offset is the one to reach.
-            if hdr.flags & MSGFLAG_PAUSED != 0 && self.my_master() == Some(s) {
-                self.note_paused_master_offset(hdr.repl_offset);
-            }
+            self.note_sender_header(s, hdr, now);
         }
 
         if typ == PING || typ == MEET_MSG {
@@ -774,6 +781,10 @@ impl State {
                             format!("Handshake with node {} completed.", hdr.sender),
                         ));
                         sender = Some(hdr.sender);
+                        // This PONG already carries the node's epochs: a replica that gets
+                        // its master from it must not keep config epoch 0 until the next
+                        // ping (its failover requests would be denied meanwhile).
+                        self.note_sender_header(hdr.sender, hdr, now);
                     }
                 } else if ln != hdr.sender {
                     // The node at this address changed its ID: forget the address.
@@ -1761,6 +1772,35 @@ mod tests {
         assert!(a.nodes.contains_key(&b.myself));
         assert!(!a.nodes[&b.myself].in_handshake());
         assert_eq!(a.nodes[&b.myself].port, 7001);
+    }
+
+    #[test]
+    fn the_pong_that_completes_a_handshake_carries_the_epochs() {
+        let mut a = State::new(1);
+        let mut b = State::new(1);
+        b.me_mut().port = 7001;
+        b.me_mut().cport = 17001;
+        b.me_mut().config_epoch = 3;
+        b.current_epoch = 6;
+        assert!(a.start_handshake("127.0.0.1", 7001, 17001, false, 1));
+        let placeholder = *a
+            .nodes
+            .keys()
+            .find(|k| **k != a.myself)
+            .expect("handshake node");
+        let pong = b.build_ping(PONG, None);
+        a.process(
+            decode(&pong).unwrap(),
+            Some(placeholder),
+            "127.0.0.1",
+            "127.0.0.1",
+            2,
+        );
+        assert!(!a.nodes[&b.myself].in_handshake());
+        // A replica made to follow b right after this must claim b's epoch in its failover
+        // requests, not 0 (the voters would deny it).
+        assert_eq!(a.nodes[&b.myself].config_epoch, 3);
+        assert_eq!(a.current_epoch, 6);
     }
 
     #[test]
