@@ -70,7 +70,8 @@ fn report_missing(what: &str, missing: &[(String, String, Option<String>)]) -> S
 }
 
 /// Runs `f`; if it panics (a wait timed out), first prints what every node but `skip` logged
-/// about failure detection and elections, so a failed failover can be understood.
+/// about failure detection, elections and replication, and its CLUSTER NODES, so a failed
+/// failover can be understood.
 fn explained<T>(c: &Cluster, skip: u16, f: impl FnOnce() -> T) -> T {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|e| {
         for n in c.nodes.iter().filter(|n| n.port != skip) {
@@ -79,8 +80,8 @@ fn explained<T>(c: &Cluster, skip: u16, f: impl FnOnce() -> T) -> T {
                 .lines()
                 .filter(|l| {
                     [
-                        "FAIL", "fail", "lection", "vote", "Failover", "failover", "epoch",
-                        "DEBUG", "andshake",
+                        "FAIL", "fail", "lection", "vote", "ailover", "epoch", "andshake",
+                        "MASTER", "ync", "eplica",
                     ]
                     .iter()
                     .any(|w| l.contains(w))
@@ -311,8 +312,10 @@ fn manual_failover(bin: &Path, option: Option<&str>) {
             );
         }
     }
-    wait_until("the old master in sync", Duration::from_secs(20), || {
-        in_sync(replica, master)
+    explained(&c, 0, || {
+        wait_until("the old master in sync", Duration::from_secs(20), || {
+            in_sync(replica, master)
+        })
     });
     c.wait_ok(Duration::from_secs(30));
 }
