@@ -36,9 +36,31 @@ pub struct ClientInfo {
     pub killed: AtomicBool,
     /// Wakes the connection when killed.
     pub kill: tokio::sync::Notify,
+    /// Waiting in a blocking command (CLIENT LIST flag `b`; CLIENT UNBLOCK applies).
+    pub blocked: AtomicBool,
+    /// CLIENT UNBLOCK request: [`UNBLOCK_TIMEOUT`] or [`UNBLOCK_ERROR`].
+    pub unblock: std::sync::atomic::AtomicU8,
+    /// Wakes a blocked client for CLIENT UNBLOCK.
+    pub unblock_notify: tokio::sync::Notify,
 }
 
+/// CLIENT UNBLOCK ... TIMEOUT (the default): the blocked command answers as if it timed out.
+pub const UNBLOCK_TIMEOUT: u8 = 1;
+/// CLIENT UNBLOCK ... ERROR: the blocked command answers `-UNBLOCKED`.
+pub const UNBLOCK_ERROR: u8 = 2;
+
 impl ClientInfo {
+    /// CLIENT UNBLOCK: asks this client's blocking command to be released (by its node, so
+    /// nothing it pops is lost); false when it is not blocked.
+    pub fn request_unblock(&self, reason: u8) -> bool {
+        if !self.blocked.load(Ordering::Acquire) {
+            return false;
+        }
+        self.unblock.store(reason, Ordering::Release);
+        self.unblock_notify.notify_waiters();
+        true
+    }
+
     /// One CLIENT LIST line.
     pub fn line(&self) -> String {
         let name = self
@@ -55,12 +77,17 @@ impl ClientInfo {
                 .load(Ordering::Relaxed)
                 .min(age.as_millis() as u64);
         format!(
-            "id={} addr={} name={} age={} idle={} flags=N db=0 cmd={} lib-name={} lib-ver={}",
+            "id={} addr={} name={} age={} idle={} flags={} db=0 cmd={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             name,
             age.as_secs(),
             idle / 1000,
+            if self.blocked.load(Ordering::Relaxed) {
+                "b"
+            } else {
+                "N"
+            },
             self.last_cmd.lock(),
             lib.0,
             lib.1
@@ -104,6 +131,9 @@ pub async fn serve(
         last_active_ms: AtomicU64::new(0),
         killed: AtomicBool::new(false),
         kill: tokio::sync::Notify::new(),
+        blocked: AtomicBool::new(false),
+        unblock: std::sync::atomic::AtomicU8::new(0),
+        unblock_notify: tokio::sync::Notify::new(),
     });
     proxy.clients.lock().insert(id, info.clone());
     crate::metrics::client_opened();

@@ -388,6 +388,24 @@ fn client_cmd(proxy: &Proxy, client: &mut ClientState, args: &[Bytes]) -> Bytes 
             }
             int(n)
         }
+        b"unblock" if matches!(args.len(), 3 | 4) => {
+            // CLIENT UNBLOCK id [TIMEOUT|ERROR], for the proxy's own client ids.
+            let reason = match args.get(3) {
+                None => crate::client::UNBLOCK_TIMEOUT,
+                Some(r) if is(r, "timeout") => crate::client::UNBLOCK_TIMEOUT,
+                Some(r) if is(r, "error") => crate::client::UNBLOCK_ERROR,
+                Some(_) => {
+                    return error_reply("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+                }
+            };
+            let Some(id) = parse_i64(&args[2]) else {
+                return error_reply("ERR value is not an integer or out of range");
+            };
+            let target = u64::try_from(id)
+                .ok()
+                .and_then(|id| proxy.clients.lock().get(&id).cloned());
+            int(target.is_some_and(|t| t.request_unblock(reason)) as i64)
+        }
         b"no-evict" | b"no-touch" | b"reply" => ok(),
         _ => error_reply(&format!(
             "ERR unknown subcommand '{}'. Try CLIENT HELP.",

@@ -10,6 +10,7 @@ use crate::pool::{dial, roundtrip};
 use crate::redirect::error_reply;
 use crate::slotmap::{error_text, parse_redirect};
 use bytes::{Bytes, BytesMut};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -344,6 +345,13 @@ pub async fn run_blocking(
     let mut redirects = 0;
     let mut failing_since: Option<tokio::time::Instant> = None;
     let mut backoff = Duration::from_millis(50);
+    // CLIENT UNBLOCK for this client: listened for before the client shows as blocked.
+    let info = st.info.clone();
+    let unblocked = info.unblock_notify.notified();
+    tokio::pin!(unblocked);
+    unblocked.as_mut().enable();
+    let _blocked = BlockedFlag::set(&info);
+    let mut unblock_pending = false;
     loop {
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return null();
@@ -374,18 +382,29 @@ pub async fn run_blocking(
                 continue;
             }
         };
-        let mut d = BytesMut::new();
+        // CLIENT ID first: CLIENT UNBLOCK is then relayed to the node for this connection, and
+        // the node's own answer (or an element it had popped just before) goes to the client.
+        let mut d = BytesMut::from(&b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n"[..]);
         if asking {
             d.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
         }
         d.extend_from_slice(&data);
         let sent = conn.send(&d).await;
         let asked = std::mem::take(&mut asking);
-        if sent.is_err() || (asked && conn.read_frame().await.is_err()) {
+        let backend_id = match sent {
+            Ok(()) => conn.read_frame().await.ok().map(|r| {
+                std::str::from_utf8(r.strip_prefix(b":").unwrap_or_default())
+                    .ok()
+                    .and_then(|t| t.trim_end().parse::<u64>().ok())
+            }),
+            Err(_) => None,
+        };
+        if backend_id.is_none() || (asked && conn.read_frame().await.is_err()) {
             st.router.schedule_refresh(None);
             failing_since.get_or_insert_with(tokio::time::Instant::now);
             continue;
         }
+        let backend_id = backend_id.flatten();
         failing_since = None;
         backoff = Duration::from_millis(50);
         // Wait for the reply, watching the slot map and the command's own deadline.
@@ -395,6 +414,30 @@ pub async fn run_blocking(
         let reply = loop {
             tokio::select! {
                 r = conn.read_frame() => break r,
+                _ = &mut unblocked, if !unblock_pending => {
+                    unblock_pending = true;
+                    let Some(bid) = backend_id else {
+                        // The node did not say who we are: release the client here.
+                        return unblocked_reply(&info, null());
+                    };
+                    let reason = if info.unblock.load(Ordering::Acquire) == crate::client::UNBLOCK_ERROR {
+                        "ERROR"
+                    } else {
+                        "TIMEOUT"
+                    };
+                    let mut enc = BytesMut::new();
+                    slotgate_protocol::resp::write_command(
+                        &mut enc,
+                        &[&b"CLIENT"[..], b"UNBLOCK", bid.to_string().as_bytes(), reason.as_bytes()],
+                    );
+                    let r = st.router.pool(&addr).send(st.id, enc.freeze(), 1);
+                    match tokio::time::timeout(Duration::from_secs(2), r).await {
+                        // Keep reading: the node now answers the blocked command itself.
+                        Ok(Ok(Ok(r))) if r.starts_with(b":1") => {}
+                        // Not blocked there (yet, or any more), or the node cannot be asked.
+                        _ => return unblocked_reply(&info, null()),
+                    }
+                }
                 _ = check.tick() => {
                     let moved = st.router.map().master_of(slot).is_some_and(|m| *m != addr);
                     if moved && !asked && !still_owner(st, &addr, &key).await {
@@ -451,6 +494,31 @@ pub async fn run_blocking(
             }
             None => return reply,
         }
+    }
+}
+
+/// Marks a client blocked (CLIENT LIST `b`, CLIENT UNBLOCK) for as long as it lives.
+struct BlockedFlag<'a>(&'a crate::client::ClientInfo);
+
+impl<'a> BlockedFlag<'a> {
+    fn set(info: &'a crate::client::ClientInfo) -> BlockedFlag<'a> {
+        info.blocked.store(true, Ordering::Release);
+        BlockedFlag(info)
+    }
+}
+
+impl Drop for BlockedFlag<'_> {
+    fn drop(&mut self) {
+        self.0.blocked.store(false, Ordering::Release);
+    }
+}
+
+/// The reply of a client released by CLIENT UNBLOCK when its node could not be asked.
+fn unblocked_reply(info: &crate::client::ClientInfo, timeout_reply: Bytes) -> Bytes {
+    if info.unblock.load(Ordering::Acquire) == crate::client::UNBLOCK_ERROR {
+        Bytes::from_static(b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n")
+    } else {
+        timeout_reply
     }
 }
 

@@ -106,3 +106,82 @@ fn redis_blocked_client_survives_manual_failover() {
 fn node_blocked_client_survives_manual_failover() {
     run(Kind::Node);
 }
+
+/// CLIENT UNBLOCK through the proxy, with the proxy's own client ids: TIMEOUT (the default)
+/// answers the command's timeout reply, ERROR an `-UNBLOCKED` error (both relayed to the
+/// node, which answers the blocked command itself), 0 for a client that is not blocked; the
+/// released client goes on working and a later push is not taken by its released command.
+fn client_unblock(kind: Kind) {
+    let Some(cluster) = cluster(kind, 3, 0) else {
+        return;
+    };
+    let proxy = start_proxy(&cluster.seed(), &[]);
+    let mut c = Raw::connect(proxy.port);
+    let mut admin = Raw::connect(proxy.port);
+    let slotgate_protocol::Frame::Integer(id) = c.cmd(&["CLIENT", "ID"]) else {
+        panic!("CLIENT ID")
+    };
+    let id = id.to_string();
+    let wait_blocked = |admin: &mut Raw, want: bool| {
+        let t = Instant::now();
+        loop {
+            let list = match admin.cmd(&["CLIENT", "LIST"]) {
+                slotgate_protocol::Frame::Bulk(b) | slotgate_protocol::Frame::Verbatim(_, b) => b,
+                f => panic!("CLIENT LIST: {f:?}"),
+            };
+            let line = String::from_utf8_lossy(&list)
+                .lines()
+                .find(|l| l.starts_with(&format!("id={id} ")))
+                .map(str::to_string)
+                .unwrap_or_default();
+            if line.contains(" flags=b ") == want {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{kind:?}: blocked={want}: {line}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", &id]), int(0));
+    send(&mut c, &["BLPOP", "{ub}l", "0"]);
+    wait_blocked(&mut admin, true);
+    std::thread::sleep(Duration::from_millis(100)); // let the BLPOP reach its node
+    assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", &id]), int(1));
+    assert_eq!(
+        try_read(&mut c, Duration::from_secs(5)),
+        Some(slotgate_protocol::Frame::Null),
+        "{kind:?}"
+    );
+    wait_blocked(&mut admin, false);
+    send(&mut c, &["BLMOVE", "{ub}l", "{ub}d", "LEFT", "LEFT", "0"]);
+    wait_blocked(&mut admin, true);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", &id, "ERROR"]), int(1));
+    assert_eq!(
+        try_read(&mut c, Duration::from_secs(5)),
+        Some(err("UNBLOCKED client unblocked via CLIENT UNBLOCK")),
+        "{kind:?}"
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "UNBLOCK", &id, "maybe"]),
+        err("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "UNBLOCK", "abc"]),
+        err("ERR value is not an integer or out of range")
+    );
+    assert_eq!(c.cmd(&["RPUSH", "{ub}l", "x"]), int(1));
+    assert_eq!(c.cmd(&["LRANGE", "{ub}l", "0", "-1"]), arr(vec![bulk("x")]));
+}
+
+#[test]
+fn redis_client_unblock_through_the_proxy() {
+    client_unblock(Kind::Redis);
+}
+
+#[test]
+fn node_client_unblock_through_the_proxy() {
+    client_unblock(Kind::Node);
+}
