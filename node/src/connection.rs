@@ -375,10 +375,7 @@ impl Conn {
                     }
                 }
                 _ = sleep => {
-                    match on_timeout {
-                        TimeoutReply::NullArray => self.out.null_array(),
-                        TimeoutReply::NullBulk => self.out.null(),
-                    }
+                    self.timed_out(on_timeout);
                     break;
                 }
                 _ = self.client.handle.kill_notify.notified() => { close = true; break; }
@@ -386,10 +383,7 @@ impl Conn {
                     if handle.unblock.load(Ordering::Acquire) == crate::client::UNBLOCK_ERROR {
                         self.out.error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
                     } else {
-                        match on_timeout {
-                            TimeoutReply::NullArray => self.out.null_array(),
-                            TimeoutReply::NullBulk => self.out.null(),
-                        }
+                        self.timed_out(on_timeout);
                     }
                     break;
                 }
@@ -412,6 +406,14 @@ impl Conn {
         drop(l);
         self.client.handle.flags.lock().replace_range(.., "N");
         Ok(close)
+    }
+
+    /// The reply of a blocking command whose timeout passed (or CLIENT UNBLOCK TIMEOUT).
+    fn timed_out(&mut self, on_timeout: TimeoutReply) {
+        match on_timeout {
+            TimeoutReply::NullArray => self.out.null_array(),
+            TimeoutReply::NullBulk => self.out.null(),
+        }
     }
 
     fn cleanup(&mut self) {

@@ -393,9 +393,9 @@ pub async fn run_blocking(
         let asked = std::mem::take(&mut asking);
         let backend_id = match sent {
             Ok(()) => conn.read_frame().await.ok().map(|r| {
-                std::str::from_utf8(r.strip_prefix(b":").unwrap_or_default())
-                    .ok()
-                    .and_then(|t| t.trim_end().parse::<u64>().ok())
+                r.strip_prefix(b":")
+                    .and_then(|x| x.strip_suffix(b"\r\n"))
+                    .and_then(slotgate_protocol::resp::parse_i64)
             }),
             Err(_) => None,
         };
