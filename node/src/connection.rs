@@ -25,6 +25,8 @@ const FLUSH_AT: usize = 256 * 1024;
 /// Why the connection loop ended.
 enum End {
     Closed,
+    /// The balancer moves this connection to another I/O worker (`crate::workers`).
+    Move(usize),
 }
 
 struct Conn {
@@ -40,10 +42,28 @@ struct Conn {
     parser: RequestParser,
     max_bulk: usize,
     qbuf_limit: usize,
+    /// The I/O worker serving it now.
+    worker: usize,
 }
 
-/// Serves one accepted client until it disconnects or is killed.
-pub async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr) {
+/// A connection between two I/O workers: everything it holds, with the socket detached from
+/// the old worker's reactor.
+pub struct Moving {
+    server: Arc<Server>,
+    client: Client,
+    out: Reply,
+    rbuf: BytesMut,
+    sock: std::net::TcpStream,
+    rx: mpsc::Receiver<Push>,
+    args: Vec<Bytes>,
+    parser: RequestParser,
+    max_bulk: usize,
+    qbuf_limit: usize,
+}
+
+/// Serves one client accepted by I/O worker `worker` until it disconnects, is killed, or
+/// moves to another worker.
+pub async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, worker: usize) {
     let id = server.next_client_id.fetch_add(1, Ordering::Relaxed);
     let laddr = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let (tx, rx) = mpsc::channel(PUSH_QUEUE);
@@ -57,7 +77,7 @@ pub async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr) {
             c.get_int("client-query-buffer-limit").max(1024 * 1024) as usize,
         )
     };
-    let mut conn = Conn {
+    let conn = Conn {
         client: Client::new(handle.clone(), !server.requires_auth()),
         server: server.clone(),
         out: Reply::default(),
@@ -69,9 +89,124 @@ pub async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr) {
         parser: RequestParser::default(),
         max_bulk,
         qbuf_limit,
+        worker,
     };
-    let _ = conn.run().await;
-    conn.cleanup();
+    server.io.arrived(worker);
+    drive(conn).await;
+}
+
+/// Goes on serving a connection that moved to I/O worker `worker`.
+pub async fn resume(m: Moving, worker: usize) {
+    let Moving {
+        server,
+        mut client,
+        out,
+        rbuf,
+        sock,
+        rx,
+        args,
+        parser,
+        max_bulk,
+        qbuf_limit,
+    } = m;
+    let sock = match TcpStream::from_std(sock) {
+        Ok(s) => s,
+        Err(e) => {
+            server.log.warning(&format!(
+                "Moving client id={} between I/O workers: {e}",
+                client.handle.id
+            ));
+            finish(&server, &mut client);
+            return;
+        }
+    };
+    let (rd, wr) = sock.into_split();
+    server.io.arrived(worker);
+    let conn = Conn {
+        server,
+        client,
+        out,
+        rbuf,
+        rd,
+        wr,
+        rx,
+        args,
+        parser,
+        max_bulk,
+        qbuf_limit,
+        worker,
+    };
+    drive(conn).await;
+}
+
+/// Runs a connection on this worker; then closes it, or hands it to the worker it moves to.
+async fn drive(mut conn: Conn) {
+    let end = conn.run().await;
+    conn.server.io.left(conn.worker);
+    let Ok(End::Move(to)) = end else {
+        finish(&conn.server.clone(), &mut conn.client);
+        return;
+    };
+    let Conn {
+        server,
+        mut client,
+        out,
+        rbuf,
+        rd,
+        wr,
+        rx,
+        args,
+        parser,
+        max_bulk,
+        qbuf_limit,
+        ..
+    } = conn;
+    let sock = match rd.reunite(wr) {
+        Ok(s) => s.into_std(),
+        Err(_) => Err(std::io::Error::other("socket halves do not match")),
+    };
+    let sock = match sock {
+        Ok(s) => s,
+        Err(e) => {
+            server.log.warning(&format!(
+                "Moving client id={} between I/O workers: {e}",
+                client.handle.id
+            ));
+            finish(&server, &mut client);
+            return;
+        }
+    };
+    let moving = Moving {
+        server: server.clone(),
+        client,
+        out,
+        rbuf,
+        sock,
+        rx,
+        args,
+        parser,
+        max_bulk,
+        qbuf_limit,
+    };
+    if let Err(mut m) = server.io.send(to, moving) {
+        finish(&server, &mut m.client);
+    }
+}
+
+/// A connection is gone: leave every subscription, WATCH and MONITOR, and the client list.
+fn finish(server: &Arc<Server>, client: &mut Client) {
+    let id = client.handle.id;
+    for c in std::mem::take(&mut client.channels) {
+        server.pubsub.unsubscribe(&c, id);
+    }
+    for p in std::mem::take(&mut client.patterns) {
+        server.pubsub.punsubscribe(&p, id);
+    }
+    server.pubsub.drop_shard_client(id);
+    cmd::transactions::unwatch_all(server, client);
+    if client.monitor {
+        server.remove_monitor(id);
+    }
     server.clients.lock().remove(&id);
 }
 
@@ -133,6 +268,10 @@ impl Conn {
                     self.client.handle.id, self.client.handle.addr
                 ));
                 return Ok(End::Closed);
+            }
+            // Safe point to change workers: every reply written, nothing awaited.
+            if let Some(to) = self.server.io.leave(self.worker) {
+                return Ok(End::Move(to));
             }
             self.rbuf.reserve(READ_CHUNK);
             tokio::select! {
@@ -413,22 +552,6 @@ impl Conn {
         match on_timeout {
             TimeoutReply::NullArray => self.out.null_array(),
             TimeoutReply::NullBulk => self.out.null(),
-        }
-    }
-
-    fn cleanup(&mut self) {
-        let server = self.server.clone();
-        let id = self.client.handle.id;
-        for c in std::mem::take(&mut self.client.channels) {
-            server.pubsub.unsubscribe(&c, id);
-        }
-        for p in std::mem::take(&mut self.client.patterns) {
-            server.pubsub.punsubscribe(&p, id);
-        }
-        server.pubsub.drop_shard_client(id);
-        cmd::transactions::unwatch_all(&server, &mut self.client);
-        if self.client.monitor {
-            server.remove_monitor(id);
         }
     }
 }

@@ -22,6 +22,8 @@ pub mod replication;
 pub mod reply;
 pub mod server;
 pub mod value;
+// Client I/O worker threads and the balancer that packs or spreads connections.
+pub mod workers;
 
 pub use server::REDIS_VERSION;
 

@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 
 /// Version reported in INFO and HELLO (the Redis version whose behaviour we follow).
 pub const REDIS_VERSION: &str = "7.0.15";
@@ -161,8 +160,8 @@ pub struct Server {
     pub monitors: Mutex<Vec<Arc<ClientHandle>>>,
     /// Number of MONITOR clients.
     pub monitor_count: AtomicU64,
-    /// Client I/O worker threads (`io-threads`, default one per core).
-    pub workers: usize,
+    /// Client I/O worker threads (`io-threads`, default one per core) and their balancer.
+    pub io: crate::workers::Pool,
     /// True when `requirepass` is set (checked on every command; updated by CONFIG SET).
     pub auth_required: AtomicBool,
     /// Cluster mode state (`cluster-enabled yes`), None in standalone mode.
@@ -233,7 +232,7 @@ impl Server {
             monitors: Mutex::new(Vec::new()),
             monitor_count: AtomicU64::new(0),
             auth_required: AtomicBool::new(auth),
-            workers,
+            io: crate::workers::Pool::new(workers),
         })
     }
 
@@ -455,20 +454,10 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
             }
         }
     }
-    let workers = server.workers.max(1);
-    for i in 0..workers {
-        let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
-        let srv = server.clone();
-        let addrs = sockaddrs.clone();
-        std::thread::Builder::new()
-            .name(format!("slotgate-io{i}"))
-            .spawn(move || io_worker(srv, addrs, tx))?;
-        match rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => anyhow::bail!("Failed listening on port {real_port} (tcp): {e}"),
-            Err(_) => anyhow::bail!("I/O worker {i} failed to start"),
-        }
+    if let Err(e) = crate::workers::start(&server, &sockaddrs) {
+        anyhow::bail!("Failed listening on port {real_port} (tcp): {e}");
     }
+    tokio::spawn(crate::workers::balance(server.clone()));
     server.port.store(real_port as u64, Ordering::Relaxed);
     write_pidfile(&server);
     server.log.notice(&format!(
@@ -507,58 +496,6 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One I/O worker: a single-threaded runtime serving the clients accepted on its own
-/// SO_REUSEPORT listeners, so a connection never moves between threads.
-fn io_worker(
-    server: Arc<Server>,
-    addrs: Vec<std::net::SocketAddr>,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
-) {
-    batch_scheduling();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            return;
-        }
-    };
-    rt.block_on(async move {
-        let mut listeners = Vec::new();
-        for a in &addrs {
-            match reuseport_listener(*a) {
-                Ok(l) => listeners.push(l),
-                Err(e) => {
-                    let _ = ready.send(Err(format!("{a}: {e}")));
-                    return;
-                }
-            }
-        }
-        let _ = ready.send(Ok(()));
-        let mut tasks = Vec::new();
-        for l in listeners {
-            tasks.push(tokio::spawn(accept_loop(server.clone(), l)));
-        }
-        for t in tasks {
-            let _ = t.await;
-        }
-    });
-}
-
-fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let sock = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    sock.set_reuseaddr(true)?;
-    sock.set_reuseport(true)?;
-    sock.bind(addr)?;
-    sock.listen(511)
-}
-
 fn write_pidfile(server: &Server) {
     let pidfile = server.config.read().get("pidfile").to_string();
     if !pidfile.is_empty() {
@@ -566,39 +503,6 @@ fn write_pidfile(server: &Server) {
             server
                 .log
                 .warning(&format!("Failed to write PID file {pidfile}: {e}"));
-        }
-    }
-}
-
-async fn accept_loop(server: Arc<Server>, listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok((sock, peer)) => {
-                let max = server.config.read().get_int("maxclients").max(1) as usize;
-                if server.clients.lock().len() >= max {
-                    server.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(async move {
-                        use tokio::io::AsyncWriteExt;
-                        let mut sock = sock;
-                        let _ = sock
-                            .write_all(b"-ERR max number of clients reached\r\n")
-                            .await;
-                    });
-                    continue;
-                }
-                let _ = sock.set_nodelay(true);
-                server.stats.connections.fetch_add(1, Ordering::Relaxed);
-                let s = server.clone();
-                tokio::spawn(async move {
-                    crate::connection::serve(s, sock, peer).await;
-                });
-            }
-            Err(e) => {
-                server
-                    .log
-                    .warning(&format!("Accepting client connection: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
         }
     }
 }
@@ -642,19 +546,5 @@ async fn active_expire_cycle(server: Arc<Server>) {
             }
         }
         next = (next + 32) % crate::db::SHARDS;
-    }
-}
-
-/// Puts the calling worker thread under `SCHED_BATCH`: the kernel then does not let a
-/// newly woken worker preempt the one running on its core, so two workers sharing a core
-/// (clients on the other) switch about half as often. Measured on 2 cores with
-/// redis-benchmark -P 1: context switches per request halved, CPU per request ~10% lower,
-/// -P 16 unchanged. Non-real-time policy: needs no privilege; a refusal changes nothing else.
-fn batch_scheduling() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: plain syscall on the calling thread with a valid, initialised parameter.
-        let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
     }
 }

@@ -372,7 +372,7 @@ fn info_section(ctx: &mut Ctx, name: &str, s: &mut String) {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
             l(s, "config_file", &file);
-            l(s, "io_threads_active", &0);
+            l(s, "io_threads_active", &u8::from(server.io.active() > 1));
         }
         "clients" => {
             s.push_str("# Clients\r\n");
@@ -1484,10 +1484,42 @@ fn debug(ctx: &mut Ctx) -> Outcome {
                 "    Disable (0) or enable (1) expiring keys in the background.",
                 "SLEEP <seconds>",
                 "    Stop the server for <seconds>. Decimals allowed.",
+                "IO-WORKERS [<count>|AUTO]",
+                "    Show the client I/O workers, or pin how many serve clients (AUTO: the balancer decides).",
                 "HELP",
                 "    Prints this help.",
             ],
         ),
+        (b"io-workers", 2) => {
+            let io = &ctx.server.io;
+            let conns: Vec<String> = io.conns().iter().map(|c| c.to_string()).collect();
+            let line = format!(
+                "workers:{} active:{} mode:{} conns:{}",
+                io.len(),
+                io.active(),
+                if io.pinned() { "pinned" } else { "auto" },
+                conns.join(",")
+            );
+            ctx.out.bulk(line.as_bytes());
+        }
+        (b"io-workers", 3) => {
+            let arg = &ctx.args[2];
+            if arg.eq_ignore_ascii_case(b"auto") {
+                ctx.server.io.set_active(ctx.server.io.active(), false);
+                ctx.out.ok();
+            } else {
+                match std::str::from_utf8(arg).ok().and_then(|a| a.parse::<usize>().ok()) {
+                    Some(n) if n >= 1 && n <= ctx.server.io.len() => {
+                        ctx.server.io.set_active(n, true);
+                        ctx.out.ok();
+                    }
+                    _ => ctx.out.error(&format!(
+                        "ERR IO-WORKERS takes AUTO or a count from 1 to {}",
+                        ctx.server.io.len()
+                    )),
+                }
+            }
+        }
         (b"sleep", 3) => {
             let secs = atof(&ctx.args[2]);
             if secs > 0.0 && secs.is_finite() {
