@@ -36,6 +36,9 @@ const GROW_TICKS: u32 = 2;
 pub const SHRINK_AT: f64 = 0.88;
 /// Consecutive ticks a smaller worker set must have sufficed before the pool shrinks.
 const SHRINK_TICKS: u32 = 3;
+/// Below this total (fraction of one core) the workers are idle: they are packed onto one at
+/// once, so the next burst of load starts packed.
+const IDLE: f64 = 0.05;
 
 /// One worker's shared counters.
 #[derive(Default)]
@@ -349,6 +352,11 @@ pub async fn balance(server: Arc<Server>) {
                 "I/O workers: {} active (load {total:.2} cores)",
                 active + 1
             ));
+        } else if cool > 0 && total < IDLE {
+            cool = 0;
+            cool_cpu = 0.0;
+            pool.active.store(1, Ordering::Relaxed);
+            server.log.verbose("I/O workers: 1 active (idle)");
         } else if cool >= SHRINK_TICKS {
             let n = ((cool_cpu / SHRINK_AT).ceil() as usize).clamp(1, active);
             cool = 0;
