@@ -46,9 +46,24 @@ struct Conn {
     worker: usize,
 }
 
-/// A connection between two I/O workers: everything it holds, with the socket detached from
-/// the old worker's reactor.
-pub struct Moving {
+/// A connection on its way between two I/O workers, its socket detached from the old worker's
+/// reactor.
+pub enum Moving {
+    /// Just accepted by a worker that is not serving clients now.
+    Accepted {
+        /// The server.
+        server: Arc<Server>,
+        /// The socket.
+        sock: std::net::TcpStream,
+        /// The client's address.
+        peer: SocketAddr,
+    },
+    /// A client between two requests, with everything it holds.
+    Client(Parked),
+}
+
+/// A client between two requests: everything it holds.
+pub struct Parked {
     server: Arc<Server>,
     client: Client,
     out: Reply,
@@ -97,7 +112,19 @@ pub async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, worke
 
 /// Goes on serving a connection that moved to I/O worker `worker`.
 pub async fn resume(m: Moving, worker: usize) {
-    let Moving {
+    let m = match m {
+        Moving::Client(p) => p,
+        Moving::Accepted { server, sock, peer } => {
+            match TcpStream::from_std(sock) {
+                Ok(sock) => serve(server, sock, peer, worker).await,
+                Err(e) => server
+                    .log
+                    .warning(&format!("Moving a new client between I/O workers: {e}")),
+            }
+            return;
+        }
+    };
+    let Parked {
         server,
         mut client,
         out,
@@ -176,7 +203,7 @@ async fn drive(mut conn: Conn) {
             return;
         }
     };
-    let moving = Moving {
+    let moving = Parked {
         server: server.clone(),
         client,
         out,
@@ -188,8 +215,10 @@ async fn drive(mut conn: Conn) {
         max_bulk,
         qbuf_limit,
     };
-    if let Err(mut m) = server.io.send(to, moving) {
-        finish(&server, &mut m.client);
+    if let Err(m) = server.io.send(to, Moving::Client(moving)) {
+        if let Moving::Client(mut p) = *m {
+            finish(&server, &mut p.client);
+        }
     }
 }
 

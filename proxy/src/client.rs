@@ -113,12 +113,43 @@ pub struct ClientState {
     pub router: Arc<crate::router::Router>,
 }
 
-/// Serves one client until it disconnects.
+/// What a client carries from one worker to another besides its [`ClientState`]: input not
+/// parsed yet and the parser's place in it, and its metric handles.
+#[derive(Default)]
+pub struct Carry {
+    rbuf: BytesMut,
+    parser: RequestParser,
+    cm: crate::metrics::CommandMetrics,
+}
+
+/// A client on its way between two workers, its socket detached from the old worker's reactor.
+pub enum Moving {
+    /// Just accepted by a worker that is not serving clients now.
+    Accepted {
+        /// The socket.
+        sock: std::net::TcpStream,
+        /// The client's address.
+        peer: SocketAddr,
+    },
+    /// A client between two requests, with its state.
+    Client {
+        /// Protocol state.
+        st: ClientState,
+        /// The socket.
+        sock: std::net::TcpStream,
+        /// Unparsed input and metric handles.
+        carry: Carry,
+    },
+}
+
+/// Serves one client accepted by worker `worker` until it disconnects or moves to another
+/// worker.
 pub async fn serve(
     proxy: Arc<Proxy>,
     router: Arc<crate::router::Router>,
     sock: TcpStream,
     peer: SocketAddr,
+    worker: usize,
 ) {
     let id = proxy.next_client_id();
     let info = Arc::new(ClientInfo {
@@ -137,17 +168,79 @@ pub async fn serve(
     });
     proxy.clients.lock().insert(id, info.clone());
     crate::metrics::client_opened();
-    let mut st = ClientState {
+    let st = ClientState {
         id,
         resp3: false,
         authenticated: proxy.cfg().requirepass.is_none(),
-        info: info.clone(),
+        info,
         tx: crate::session::Tx::default(),
         last_write: None,
         router,
     };
-    let _ = run(&proxy, &mut st, sock).await;
-    proxy.clients.lock().remove(&id);
+    proxy.io.arrived(worker);
+    drive(proxy, st, sock, Carry::default(), worker).await;
+}
+
+/// Goes on serving a client that moved to worker `worker` (whose router is `router`).
+pub async fn resume(
+    proxy: Arc<Proxy>,
+    router: Arc<crate::router::Router>,
+    m: Moving,
+    worker: usize,
+) {
+    let (mut st, sock, carry) = match m {
+        Moving::Client { st, sock, carry } => (st, sock, carry),
+        Moving::Accepted { sock, peer } => {
+            match TcpStream::from_std(sock) {
+                Ok(sock) => serve(proxy, router, sock, peer, worker).await,
+                Err(e) => tracing::warn!("moving a new client between workers: {e}"),
+            }
+            return;
+        }
+    };
+    st.router = router;
+    match TcpStream::from_std(sock) {
+        Ok(sock) => {
+            proxy.io.arrived(worker);
+            drive(proxy, st, sock, carry, worker).await;
+        }
+        Err(e) => {
+            tracing::warn!("moving client id={} between workers: {e}", st.id);
+            closed(&proxy, &st);
+        }
+    }
+}
+
+/// Runs a client on this worker; then closes it, or hands it to the worker it moves to.
+async fn drive(
+    proxy: Arc<Proxy>,
+    mut st: ClientState,
+    sock: TcpStream,
+    carry: Carry,
+    worker: usize,
+) {
+    let end = run(&proxy, &mut st, sock, carry, worker).await;
+    proxy.io.left(worker);
+    if let Ok(Some((to, sock, carry))) = end {
+        match sock.into_std() {
+            Ok(sock) => match proxy.io.send(to, Moving::Client { st, sock, carry }) {
+                Ok(()) => return,
+                Err(m) => {
+                    if let Moving::Client { st, .. } = *m {
+                        closed(&proxy, &st);
+                    }
+                    return;
+                }
+            },
+            Err(e) => tracing::warn!("moving client id={} between workers: {e}", st.id),
+        }
+    }
+    closed(&proxy, &st);
+}
+
+/// The client is gone.
+fn closed(proxy: &Proxy, st: &ClientState) {
+    proxy.clients.lock().remove(&st.id);
     crate::metrics::client_closed();
 }
 
@@ -167,18 +260,34 @@ async fn read_ready(sock: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result
     .await
 }
 
-async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::io::Result<()> {
-    let mut rbuf = BytesMut::new();
+/// The client loop; `Some((worker, ..))` when the client must move to that worker.
+async fn run(
+    proxy: &Proxy,
+    st: &mut ClientState,
+    mut sock: TcpStream,
+    carry: Carry,
+    worker: usize,
+) -> std::io::Result<Option<(usize, TcpStream, Carry)>> {
+    let Carry {
+        mut rbuf,
+        mut parser,
+        mut cm,
+    } = carry;
     let mut out = BytesMut::new();
     let mut enc = BytesMut::new();
     let mut args: Vec<Bytes> = Vec::new();
-    let mut parser = RequestParser::new();
     type Args = smallvec::SmallVec<[Bytes; 4]>;
     // Grows with the pipeline depth actually used; idle clients keep nothing.
     let mut batch: Vec<(Pending, &'static str, Instant, Args, Option<u16>)> = Vec::new();
     let idle = proxy.cfg().idle_timeout;
-    let mut cm = crate::metrics::CommandMetrics::default();
     loop {
+        // Safe point to change workers: every reply written, no backend work in flight. A
+        // transaction's pinned connection belongs to this worker, so such a client stays.
+        if st.tx.conn.is_none() {
+            if let Some(to) = proxy.io.leave(worker) {
+                return Ok(Some((to, sock, Carry { rbuf, parser, cm })));
+            }
+        }
         // Read more input (or time out when idle, or stop when killed).
         // Buffers are released between batches (below) so idle clients hold no buffer memory.
         // Wait for readability first and only then take a buffer: an idle client holds no
@@ -187,14 +296,14 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
         // that sent half a request is parked here, never spun on.
         tokio::select! {
             r = sock.readable() => r?,
-            _ = st.info.kill.notified() => return Ok(()),
+            _ = st.info.kill.notified() => return Ok(None),
             _ = async {
                 if idle.is_zero() { std::future::pending::<()>().await } else { tokio::time::sleep(idle).await }
-            } => return Ok(()),
+            } => return Ok(None),
         }
         rbuf.reserve(4096);
         let n = match read_ready(&mut sock, &mut rbuf).await {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(None),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if rbuf.is_empty() {
@@ -217,7 +326,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
                 (c.max_pipeline, c.slowlog_slower_than_us >= 0)
             };
             if proxy.draining.load(Ordering::Relaxed) {
-                return Ok(());
+                return Ok(None);
             }
             // One clock read per batch: every request in it arrived with the same read.
             let started = Instant::now();
@@ -278,7 +387,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
                                 r = &mut fut => break r,
                                 n = sock.read_buf(&mut rbuf) => {
                                     if n? == 0 {
-                                        return Ok(());
+                                        return Ok(None);
                                     }
                                 }
                             }
@@ -325,7 +434,7 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
                 .await
                 .is_err()
                 {
-                    return Ok(());
+                    return Ok(None);
                 }
                 continue;
             }
@@ -339,10 +448,10 @@ async fn run(proxy: &Proxy, st: &mut ClientState, mut sock: TcpStream) -> std::i
             sock.write_all(&out).await?;
             out.clear();
             if closing {
-                return Ok(());
+                return Ok(None);
             }
             if rbuf.len() > proxy.cfg().max_query_buffer {
-                return Ok(());
+                return Ok(None);
             }
         }
         cm.bytes(n as u64, 0);

@@ -812,12 +812,22 @@ async fn info(proxy: &Proxy, client: &ClientState, args: Vec<Bytes>) -> Bytes {
     if want("server") {
         let _ = write!(
             t,
-            "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\nredis_mode:standalone\r\nslotgate_version:{}\r\nslotgate_role:proxy\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\nredis_mode:standalone\r\nslotgate_version:{}\r\nslotgate_role:proxy\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nio_threads_active:{}\r\nslotgate_workers:{}\r\nslotgate_workers_active:{}\r\nslotgate_workers_clients:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
             std::process::id(),
             proxy.id,
             proxy.cfg().listen.port(),
-            proxy.started.elapsed().as_secs()
+            proxy.started.elapsed().as_secs(),
+            u8::from(proxy.io.active() > 1),
+            proxy.io.len(),
+            proxy.io.active(),
+            proxy
+                .io
+                .conns()
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         );
     }
     if want("clients") {
@@ -918,7 +928,31 @@ const CONFIG_NAMES: &[&str] = &[
     "client-query-buffer-limit",
     "save",
     "appendonly",
+    "workers-active",
 ];
+
+/// CONFIG GET workers-active: `auto` while the balancer decides, else the pinned count.
+fn workers_active(proxy: &Proxy) -> String {
+    if proxy.io.pinned() {
+        proxy.io.active().to_string()
+    } else {
+        "auto".to_string()
+    }
+}
+
+/// CONFIG SET workers-active: `auto`, or how many workers serve clients (pinned).
+fn parse_workers_active(proxy: &Proxy, v: &str) -> Result<Option<usize>, String> {
+    if v.eq_ignore_ascii_case("auto") {
+        return Ok(None);
+    }
+    match v.parse::<usize>() {
+        Ok(n) if (1..=proxy.io.len()).contains(&n) => Ok(Some(n)),
+        _ => Err(format!(
+            "argument must be auto or a count from 1 to {}",
+            proxy.io.len()
+        )),
+    }
+}
 
 fn config_set(cfg: &mut crate::proxy::ProxyConfig, name: &str, v: &str) -> Result<(), String> {
     let int = |v: &str| {
@@ -969,7 +1003,12 @@ fn config_cmd(proxy: &Proxy, client: &ClientState, args: &[Bytes]) -> Bytes {
                             .iter()
                             .any(|(k, _): &(Frame, Frame)| k.as_bytes() == Some(n.as_bytes()))
                     {
-                        if let Some(v) = config_get(&cfg, n) {
+                        let v = if *n == "workers-active" {
+                            Some(workers_active(proxy))
+                        } else {
+                            config_get(&cfg, n)
+                        };
+                        if let Some(v) = v {
                             pairs.push((Frame::bulk(*n), Frame::bulk(v)));
                         }
                     }
@@ -979,10 +1018,16 @@ fn config_cmd(proxy: &Proxy, client: &ClientState, args: &[Bytes]) -> Bytes {
         }
         b"set" if args.len() >= 4 && args.len().is_multiple_of(2) => {
             let mut cfg = (**proxy.cfg()).clone();
+            let mut workers = None;
             for pair in args[2..].chunks(2) {
                 let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
                 let v = String::from_utf8_lossy(&pair[1]).into_owned();
-                if let Err(e) = config_set(&mut cfg, &name, &v) {
+                let set = if name == "workers-active" {
+                    parse_workers_active(proxy, &v).map(|n| workers = Some(n))
+                } else {
+                    config_set(&mut cfg, &name, &v)
+                };
+                if let Err(e) = set {
                     return if e.is_empty() {
                         error_reply(&format!(
                             "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
@@ -995,6 +1040,11 @@ fn config_cmd(proxy: &Proxy, client: &ClientState, args: &[Bytes]) -> Bytes {
                 }
             }
             proxy.set_cfg(cfg);
+            match workers {
+                Some(Some(n)) => proxy.io.set_active(n, true),
+                Some(None) => proxy.io.set_active(proxy.io.active(), false),
+                None => {}
+            }
             ok()
         }
         b"resetstat" => {

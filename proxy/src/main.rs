@@ -150,17 +150,21 @@ async fn serve(
             }
         }
     }
-    let cfg = cli.proxy_config(listen);
-    let p = Arc::new(proxy::Proxy::new(cfg));
     // One worker per core, each a single-threaded runtime with its own router and backend
     // pools (as Envoy's workers): a request never changes thread on its way to the backend.
-    let workers = cli.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
+    // The balancer (slotgate_iopool) packs clients onto as few workers as carry the load.
+    let workers = cli
+        .threads
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
+        .max(1);
+    let cfg = cli.proxy_config(listen);
+    let p = Arc::new(proxy::Proxy::new(cfg, workers));
     let mut routers = Vec::new();
-    for i in 0..workers.max(1) {
+    for i in 0..workers {
         let r = if i == 0 {
             router.clone()
         } else {
@@ -174,7 +178,10 @@ async fn serve(
         let spawned = std::thread::Builder::new()
             .name(format!("slotgate-w{i}"))
             .spawn(move || {
-                batch_scheduling();
+                if let Err(e) = slotgate_iopool::batch_scheduling() {
+                    tracing::debug!("SCHED_BATCH refused: {e}");
+                }
+                let mut inbox = p2.io.register(i);
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -186,7 +193,7 @@ async fn serve(
                     }
                 };
                 rt.block_on(async move {
-                    let l = match reuseport_listener(listen) {
+                    let l = match slotgate_iopool::reuseport_listener(listen, 1024) {
                         Ok(l) => l,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e.to_string()));
@@ -195,7 +202,14 @@ async fn serve(
                     };
                     let _ = ready_tx.send(Ok(()));
                     tokio::spawn(r.clone().refresh_loop());
-                    proxy::serve(p2, r, l).await;
+                    // Clients the balancer moves to this worker.
+                    let (p3, r3) = (p2.clone(), r.clone());
+                    tokio::spawn(async move {
+                        while let Some(m) = inbox.recv().await {
+                            tokio::spawn(client::resume(p3.clone(), r3.clone(), m, i));
+                        }
+                    });
+                    proxy::serve(p2, r, l, i).await;
                 });
             });
         if let Err(e) = spawned {
@@ -217,6 +231,10 @@ async fn serve(
     if cli.metrics.is_some() {
         tokio::spawn(metrics::publish_loop(routers.clone()));
     }
+    let balanced = p.clone();
+    tokio::spawn(async move {
+        slotgate_iopool::balance(&balanced.io, |line| tracing::debug!("{line}")).await
+    });
     let map = router.map();
     tracing::info!(
         "slotgate ready on {listen} ({workers} workers): {} masters, {} slots covered{}",
@@ -269,34 +287,4 @@ async fn wait_for_shutdown(p: &Arc<proxy::Proxy>, listen: std::net::SocketAddr) 
         }
     }
     tracing::info!("shutting down: draining in-flight requests");
-}
-
-/// A listener on `addr` with SO_REUSEPORT, so every worker accepts on the same port and the
-/// kernel spreads connections over them.
-fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let sock = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    sock.set_reuseaddr(true)?;
-    sock.set_reuseport(true)?;
-    sock.bind(addr)?;
-    sock.listen(1024)
-}
-
-/// Puts the calling worker thread under `SCHED_BATCH`: the kernel then does not let a
-/// newly woken worker preempt the one running on its core, so two workers sharing a core
-/// (clients on the other) switch about half as often. Measured on 2 cores with
-/// redis-benchmark -P 1: context switches per request halved, CPU per request ~10% lower,
-/// -P 16 unchanged. Non-real-time policy: needs no privilege; a refusal is only logged.
-fn batch_scheduling() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: plain syscall on the calling thread with a valid, initialised parameter.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
-            tracing::debug!("SCHED_BATCH refused: {}", std::io::Error::last_os_error());
-        }
-    }
 }

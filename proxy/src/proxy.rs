@@ -108,11 +108,13 @@ pub struct Proxy {
     pub connections: AtomicU64,
     /// Connections rejected.
     pub rejected: AtomicU64,
+    /// The worker threads and their balancer (which ones serve clients, how many each has).
+    pub io: slotgate_iopool::Pool<crate::client::Moving>,
 }
 
 impl Proxy {
-    /// New shared state.
-    pub fn new(cfg: ProxyConfig) -> Proxy {
+    /// New shared state for `workers` worker threads.
+    pub fn new(cfg: ProxyConfig, workers: usize) -> Proxy {
         use rand::Rng;
         let mut rng = rand::thread_rng();
         let id = (0..40)
@@ -131,6 +133,7 @@ impl Proxy {
             commands: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            io: slotgate_iopool::Pool::new(workers),
         }
     }
 
@@ -205,8 +208,13 @@ impl Proxy {
     }
 }
 
-/// Accepts clients until the process ends.
-pub async fn serve(proxy: Arc<Proxy>, router: Arc<Router>, listener: tokio::net::TcpListener) {
+/// Accepts clients for worker `worker` until the process ends.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    router: Arc<Router>,
+    listener: tokio::net::TcpListener,
+    worker: usize,
+) {
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
@@ -230,7 +238,20 @@ pub async fn serve(proxy: Arc<Proxy>, router: Arc<Router>, listener: tokio::net:
                 proxy.connections.fetch_add(1, Ordering::Relaxed);
                 let p = proxy.clone();
                 let r = router.clone();
-                tokio::spawn(async move { crate::client::serve(p, r, sock, peer).await });
+                // A worker that is not serving clients now hands new ones over at once.
+                if let Some(to) = proxy.io.leave(worker) {
+                    match sock.into_std() {
+                        Ok(sock) => {
+                            let m = crate::client::Moving::Accepted { sock, peer };
+                            if let Err(m) = proxy.io.send(to, m) {
+                                tokio::spawn(crate::client::resume(p, r, *m, worker));
+                            }
+                        }
+                        Err(e) => tracing::warn!("handing a new client to worker {to}: {e}"),
+                    }
+                    continue;
+                }
+                tokio::spawn(async move { crate::client::serve(p, r, sock, peer, worker).await });
             }
             Err(e) => {
                 tracing::warn!("accept: {e}");
