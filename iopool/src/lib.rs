@@ -26,7 +26,7 @@ pub const TICK: Duration = Duration::from_millis(200);
 /// [`GROW_TICKS`] ticks) get one more worker beside them. Waiting counts: a worker starved
 /// by other processes (clients on the same machine) is saturated too, and a second worker
 /// gets it a second share of the cores.
-pub const GROW_AT: f64 = 0.95;
+pub const GROW_AT: f64 = 0.98;
 /// Consecutive saturated ticks before a worker is added.
 const GROW_TICKS: u32 = 2;
 /// The workers are packed onto fewer when their total CPU over [`SHRINK_TICKS`] ticks would

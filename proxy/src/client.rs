@@ -142,15 +142,17 @@ pub enum Moving {
     },
 }
 
-/// Serves one client accepted by worker `worker` until it disconnects or moves to another
-/// worker.
-pub async fn serve(
+/// Registers a client accepted by worker `worker` and returns the task that serves it until it
+/// disconnects or moves to another worker. (Built here rather than in an `async fn` so the
+/// task holds only [`drive`]'s state, not a second copy of the client's: idle clients are
+/// counted in bytes.)
+pub fn serve(
     proxy: Arc<Proxy>,
     router: Arc<crate::router::Router>,
     sock: TcpStream,
     peer: SocketAddr,
     worker: usize,
-) {
+) -> impl std::future::Future<Output = ()> {
     let id = proxy.next_client_id();
     let info = Arc::new(ClientInfo {
         id,
@@ -178,21 +180,19 @@ pub async fn serve(
         router,
     };
     proxy.io.arrived(worker);
-    drive(proxy, st, sock, Carry::default(), worker).await;
+    drive(proxy, st, sock, Carry::default(), worker)
 }
 
-/// Goes on serving a client that moved to worker `worker` (whose router is `router`).
-pub async fn resume(
-    proxy: Arc<Proxy>,
-    router: Arc<crate::router::Router>,
-    m: Moving,
-    worker: usize,
-) {
+/// Goes on serving a client that moved to worker `worker` (whose router is `router`), in a
+/// task of its own on this worker (the same size as an accepted client's task).
+pub fn resume(proxy: Arc<Proxy>, router: Arc<crate::router::Router>, m: Moving, worker: usize) {
     let (mut st, sock, carry) = match m {
         Moving::Client { st, sock, carry } => (st, sock, carry),
         Moving::Accepted { sock, peer } => {
             match TcpStream::from_std(sock) {
-                Ok(sock) => serve(proxy, router, sock, peer, worker).await,
+                Ok(sock) => {
+                    tokio::spawn(serve(proxy, router, sock, peer, worker));
+                }
                 Err(e) => tracing::warn!("moving a new client between workers: {e}"),
             }
             return;
@@ -202,7 +202,7 @@ pub async fn resume(
     match TcpStream::from_std(sock) {
         Ok(sock) => {
             proxy.io.arrived(worker);
-            drive(proxy, st, sock, carry, worker).await;
+            tokio::spawn(drive(proxy, st, sock, carry, worker));
         }
         Err(e) => {
             tracing::warn!("moving client id={} between workers: {e}", st.id);
@@ -215,13 +215,13 @@ pub async fn resume(
 async fn drive(
     proxy: Arc<Proxy>,
     mut st: ClientState,
-    sock: TcpStream,
-    carry: Carry,
+    mut sock: TcpStream,
+    mut carry: Carry,
     worker: usize,
 ) {
-    let end = run(&proxy, &mut st, sock, carry, worker).await;
+    let end = run(&proxy, &mut st, &mut sock, &mut carry, worker).await;
     proxy.io.left(worker);
-    if let Ok(Some((to, sock, carry))) = end {
+    if let Ok(Some(to)) = end {
         match sock.into_std() {
             Ok(sock) => match proxy.io.send(to, Moving::Client { st, sock, carry }) {
                 Ok(()) => return,
@@ -260,19 +260,16 @@ async fn read_ready(sock: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result
     .await
 }
 
-/// The client loop; `Some((worker, ..))` when the client must move to that worker.
+/// The client loop; `Some(worker)` when the client must move to that worker.
+/// (The socket and carried state are borrowed from [`drive`], so the task holds one copy.)
 async fn run(
     proxy: &Proxy,
     st: &mut ClientState,
-    mut sock: TcpStream,
-    carry: Carry,
+    sock: &mut TcpStream,
+    carry: &mut Carry,
     worker: usize,
-) -> std::io::Result<Option<(usize, TcpStream, Carry)>> {
-    let Carry {
-        mut rbuf,
-        mut parser,
-        mut cm,
-    } = carry;
+) -> std::io::Result<Option<usize>> {
+    let Carry { rbuf, parser, cm } = carry;
     let mut out = BytesMut::new();
     let mut enc = BytesMut::new();
     let mut args: Vec<Bytes> = Vec::new();
@@ -285,7 +282,7 @@ async fn run(
         // transaction's pinned connection belongs to this worker, so such a client stays.
         if st.tx.conn.is_none() {
             if let Some(to) = proxy.io.leave(worker) {
-                return Ok(Some((to, sock, Carry { rbuf, parser, cm })));
+                return Ok(Some(to));
             }
         }
         // Read more input (or time out when idle, or stop when killed).
@@ -302,12 +299,12 @@ async fn run(
             } => return Ok(None),
         }
         rbuf.reserve(4096);
-        let n = match read_ready(&mut sock, &mut rbuf).await {
+        let n = match read_ready(sock, rbuf).await {
             Ok(0) => return Ok(None),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if rbuf.is_empty() {
-                    rbuf = BytesMut::new();
+                    *rbuf = BytesMut::new();
                 }
                 continue;
             }
@@ -335,7 +332,7 @@ async fn run(
                     max_bulk_len: slotgate_protocol::resp::DEFAULT_MAX_BULK_LEN,
                     unauthenticated: !st.authenticated,
                 };
-                match parser.parse(&mut rbuf, &mut args, &limits) {
+                match parser.parse(rbuf, &mut args, &limits) {
                     Ok(None) => break,
                     Ok(Some(Parsed::Empty)) => continue,
                     Ok(Some(Parsed::Command)) => {
@@ -385,7 +382,7 @@ async fn run(
                         loop {
                             tokio::select! {
                                 r = &mut fut => break r,
-                                n = sock.read_buf(&mut rbuf) => {
+                                n = sock.read_buf(rbuf) => {
                                     if n? == 0 {
                                         return Ok(None);
                                     }
@@ -423,16 +420,9 @@ async fn run(
             if let Some(args) = subscribe {
                 sock.write_all(&out).await?;
                 out.clear();
-                if Box::pin(crate::session::pubsub(
-                    proxy,
-                    st,
-                    &mut sock,
-                    &mut rbuf,
-                    &mut parser,
-                    args,
-                ))
-                .await
-                .is_err()
+                if Box::pin(crate::session::pubsub(proxy, st, sock, rbuf, parser, args))
+                    .await
+                    .is_err()
                 {
                     return Ok(None);
                 }
@@ -456,7 +446,7 @@ async fn run(
         }
         cm.bytes(n as u64, 0);
         if rbuf.is_empty() {
-            rbuf = BytesMut::new();
+            *rbuf = BytesMut::new();
         }
         out = BytesMut::new();
         enc = BytesMut::new();

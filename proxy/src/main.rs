@@ -206,7 +206,7 @@ async fn serve(
                     let (p3, r3) = (p2.clone(), r.clone());
                     tokio::spawn(async move {
                         while let Some(m) = inbox.recv().await {
-                            tokio::spawn(client::resume(p3.clone(), r3.clone(), m, i));
+                            client::resume(p3.clone(), r3.clone(), m, i);
                         }
                     });
                     proxy::serve(p2, r, l, i).await;

@@ -244,14 +244,14 @@ pub async fn serve(
                         Ok(sock) => {
                             let m = crate::client::Moving::Accepted { sock, peer };
                             if let Err(m) = proxy.io.send(to, m) {
-                                tokio::spawn(crate::client::resume(p, r, *m, worker));
+                                crate::client::resume(p, r, *m, worker);
                             }
                         }
                         Err(e) => tracing::warn!("handing a new client to worker {to}: {e}"),
                     }
                     continue;
                 }
-                tokio::spawn(async move { crate::client::serve(p, r, sock, peer, worker).await });
+                tokio::spawn(crate::client::serve(p, r, sock, peer, worker));
             }
             Err(e) => {
                 tracing::warn!("accept: {e}");
