@@ -59,7 +59,7 @@ pub enum Moving {
         peer: SocketAddr,
     },
     /// A client between two requests, with everything it holds.
-    Client(Parked),
+    Client(Box<Parked>),
 }
 
 /// A client between two requests: everything it holds.
@@ -113,7 +113,7 @@ pub async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, worke
 /// Goes on serving a connection that moved to I/O worker `worker`.
 pub async fn resume(m: Moving, worker: usize) {
     let m = match m {
-        Moving::Client(p) => p,
+        Moving::Client(p) => *p,
         Moving::Accepted { server, sock, peer } => {
             match TcpStream::from_std(sock) {
                 Ok(sock) => serve(server, sock, peer, worker).await,
@@ -215,7 +215,7 @@ async fn drive(mut conn: Conn) {
         max_bulk,
         qbuf_limit,
     };
-    if let Err(m) = server.io.send(to, Moving::Client(moving)) {
+    if let Err(m) = server.io.send(to, Moving::Client(Box::new(moving))) {
         if let Moving::Client(mut p) = *m {
             finish(&server, &mut p.client);
         }

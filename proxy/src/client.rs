@@ -132,14 +132,17 @@ pub enum Moving {
         peer: SocketAddr,
     },
     /// A client between two requests, with its state.
-    Client {
-        /// Protocol state.
-        st: ClientState,
-        /// The socket.
-        sock: std::net::TcpStream,
-        /// Unparsed input and metric handles.
-        carry: Carry,
-    },
+    Client(Box<Parked>),
+}
+
+/// A client between two requests.
+pub struct Parked {
+    /// Protocol state.
+    st: ClientState,
+    /// The socket.
+    sock: std::net::TcpStream,
+    /// Unparsed input and metric handles.
+    carry: Carry,
 }
 
 /// Registers a client accepted by worker `worker` and returns the task that serves it until it
@@ -187,7 +190,10 @@ pub fn serve(
 /// task of its own on this worker (the same size as an accepted client's task).
 pub fn resume(proxy: Arc<Proxy>, router: Arc<crate::router::Router>, m: Moving, worker: usize) {
     let (mut st, sock, carry) = match m {
-        Moving::Client { st, sock, carry } => (st, sock, carry),
+        Moving::Client(p) => {
+            let Parked { st, sock, carry } = *p;
+            (st, sock, carry)
+        }
         Moving::Accepted { sock, peer } => {
             match TcpStream::from_std(sock) {
                 Ok(sock) => {
@@ -223,11 +229,14 @@ async fn drive(
     proxy.io.left(worker);
     if let Ok(Some(to)) = end {
         match sock.into_std() {
-            Ok(sock) => match proxy.io.send(to, Moving::Client { st, sock, carry }) {
+            Ok(sock) => match proxy
+                .io
+                .send(to, Moving::Client(Box::new(Parked { st, sock, carry })))
+            {
                 Ok(()) => return,
                 Err(m) => {
-                    if let Moving::Client { st, .. } = *m {
-                        closed(&proxy, &st);
+                    if let Moving::Client(p) = *m {
+                        closed(&proxy, &p.st);
                     }
                     return;
                 }
