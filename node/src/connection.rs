@@ -29,19 +29,12 @@ enum End {
     Move(usize),
 }
 
+/// A connection served by one I/O worker: its state and the two halves of its socket.
 struct Conn {
-    server: Arc<Server>,
-    client: Client,
-    out: Reply,
-    rbuf: BytesMut,
+    /// Everything but the socket (what moves between workers).
+    st: Parked,
     rd: OwnedReadHalf,
     wr: OwnedWriteHalf,
-    rx: mpsc::Receiver<Push>,
-    args: Vec<Bytes>,
-    /// Incremental request parser (no quadratic re-scan of half-received requests).
-    parser: RequestParser,
-    max_bulk: usize,
-    qbuf_limit: usize,
     /// The I/O worker serving it now.
     worker: usize,
 }
@@ -59,18 +52,23 @@ pub enum Moving {
         peer: SocketAddr,
     },
     /// A client between two requests, with everything it holds.
-    Client(Box<Parked>),
+    Client {
+        /// Its state.
+        state: Box<Parked>,
+        /// The socket.
+        sock: std::net::TcpStream,
+    },
 }
 
-/// A client between two requests: everything it holds.
+/// A client's state apart from its socket: what moves from one I/O worker to another.
 pub struct Parked {
     server: Arc<Server>,
     client: Client,
     out: Reply,
     rbuf: BytesMut,
-    sock: std::net::TcpStream,
     rx: mpsc::Receiver<Push>,
     args: Vec<Bytes>,
+    /// Incremental request parser (no quadratic re-scan of half-received requests).
     parser: RequestParser,
     max_bulk: usize,
     qbuf_limit: usize,
@@ -84,7 +82,6 @@ pub async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, worke
     let (tx, rx) = mpsc::channel(PUSH_QUEUE);
     let handle = Arc::new(ClientHandle::new(id, peer.to_string(), laddr, tx));
     server.clients.lock().insert(id, handle.clone());
-    let (rd, wr) = sock.into_split();
     let (max_bulk, qbuf_limit) = {
         let c = server.config.read();
         (
@@ -92,28 +89,24 @@ pub async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, worke
             c.get_int("client-query-buffer-limit").max(1024 * 1024) as usize,
         )
     };
-    let conn = Conn {
+    let st = Parked {
         client: Client::new(handle.clone(), !server.requires_auth()),
         server: server.clone(),
         out: Reply::default(),
         rbuf: BytesMut::with_capacity(READ_CHUNK),
-        rd,
-        wr,
         rx,
         args: Vec::with_capacity(8),
         parser: RequestParser::default(),
         max_bulk,
         qbuf_limit,
-        worker,
     };
-    server.io.arrived(worker);
-    drive(conn).await;
+    drive(st, sock, worker).await;
 }
 
 /// Goes on serving a connection that moved to I/O worker `worker`.
 pub async fn resume(m: Moving, worker: usize) {
-    let m = match m {
-        Moving::Client(p) => *p,
+    let (mut st, sock) = match m {
+        Moving::Client { state, sock } => (*state, sock),
         Moving::Accepted { server, sock, peer } => {
             match TcpStream::from_std(sock) {
                 Ok(sock) => serve(server, sock, peer, worker).await,
@@ -124,100 +117,54 @@ pub async fn resume(m: Moving, worker: usize) {
             return;
         }
     };
-    let Parked {
-        server,
-        mut client,
-        out,
-        rbuf,
-        sock,
-        rx,
-        args,
-        parser,
-        max_bulk,
-        qbuf_limit,
-    } = m;
-    let sock = match TcpStream::from_std(sock) {
-        Ok(s) => s,
+    match TcpStream::from_std(sock) {
+        Ok(sock) => drive(st, sock, worker).await,
         Err(e) => {
-            server.log.warning(&format!(
+            st.server.log.warning(&format!(
                 "Moving client id={} between I/O workers: {e}",
-                client.handle.id
+                st.client.handle.id
             ));
-            finish(&server, &mut client);
-            return;
+            finish(&st.server.clone(), &mut st.client);
         }
-    };
-    let (rd, wr) = sock.into_split();
-    server.io.arrived(worker);
-    let conn = Conn {
-        server,
-        client,
-        out,
-        rbuf,
-        rd,
-        wr,
-        rx,
-        args,
-        parser,
-        max_bulk,
-        qbuf_limit,
-        worker,
-    };
-    drive(conn).await;
+    }
 }
 
-/// Runs a connection on this worker; then closes it, or hands it to the worker it moves to.
-async fn drive(mut conn: Conn) {
+/// Serves a connection on worker `worker`; then closes it, or hands it to the worker it
+/// moves to.
+async fn drive(st: Parked, sock: TcpStream, worker: usize) {
+    let (rd, wr) = sock.into_split();
+    st.server.io.arrived(worker);
+    let mut conn = Conn { st, rd, wr, worker };
     let end = conn.run().await;
-    conn.server.io.left(conn.worker);
+    let Conn { mut st, rd, wr, .. } = conn;
+    let server = st.server.clone();
+    server.io.left(worker);
     let Ok(End::Move(to)) = end else {
-        finish(&conn.server.clone(), &mut conn.client);
+        finish(&server, &mut st.client);
         return;
     };
-    let Conn {
-        server,
-        mut client,
-        out,
-        rbuf,
-        rd,
-        wr,
-        rx,
-        args,
-        parser,
-        max_bulk,
-        qbuf_limit,
-        ..
-    } = conn;
     let sock = match rd.reunite(wr) {
         Ok(s) => s.into_std(),
         Err(_) => Err(std::io::Error::other("socket halves do not match")),
     };
-    let sock = match sock {
-        Ok(s) => s,
+    match sock {
+        Ok(sock) => {
+            let m = Moving::Client {
+                state: Box::new(st),
+                sock,
+            };
+            if let Err(m) = server.io.send(to, m) {
+                if let Moving::Client { mut state, .. } = *m {
+                    finish(&server, &mut state.client);
+                }
+            }
+        }
         Err(e) => {
             server.log.warning(&format!(
                 "Moving client id={} between I/O workers: {e}",
-                client.handle.id
+                st.client.handle.id
             ));
-            finish(&server, &mut client);
-            return;
-        }
-    };
-    let moving = Parked {
-        server: server.clone(),
-        client,
-        out,
-        rbuf,
-        sock,
-        rx,
-        args,
-        parser,
-        max_bulk,
-        qbuf_limit,
-    };
-    if let Err(m) = server.io.send(to, Moving::Client(Box::new(moving))) {
-        if let Moving::Client(mut p) = *m {
-            finish(&server, &mut p.client);
+            finish(&server, &mut st.client);
         }
     }
 }
@@ -241,15 +188,16 @@ fn finish(server: &Arc<Server>, client: &mut Client) {
 
 impl Conn {
     async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.out.buf.is_empty() {
-            self.server
+        if !self.st.out.buf.is_empty() {
+            self.st
+                .server
                 .stats
                 .net_out
-                .add(self.client.handle.id, self.out.buf.len() as u64);
-            self.wr.write_all(&self.out.buf).await?;
-            self.out.buf.clear();
-            if self.out.buf.capacity() > 4 * FLUSH_AT {
-                self.out.buf = BytesMut::with_capacity(READ_CHUNK);
+                .add(self.st.client.handle.id, self.st.out.buf.len() as u64);
+            self.wr.write_all(&self.st.out.buf).await?;
+            self.st.out.buf.clear();
+            if self.st.out.buf.capacity() > 4 * FLUSH_AT {
+                self.st.out.buf = BytesMut::with_capacity(READ_CHUNK);
             }
         }
         Ok(())
@@ -259,15 +207,20 @@ impl Conn {
         loop {
             // Run every complete request already buffered, then write all replies at once.
             loop {
-                if self.client.handle.killed.load(Ordering::Acquire) {
+                if self.st.client.handle.killed.load(Ordering::Acquire) {
                     self.flush().await?;
                     return Ok(End::Closed);
                 }
                 let limits = Limits {
-                    max_bulk_len: self.max_bulk,
-                    unauthenticated: !self.client.authenticated && self.server.requires_auth(),
+                    max_bulk_len: self.st.max_bulk,
+                    unauthenticated: !self.st.client.authenticated
+                        && self.st.server.requires_auth(),
                 };
-                match self.parser.parse(&mut self.rbuf, &mut self.args, &limits) {
+                match self
+                    .st
+                    .parser
+                    .parse(&mut self.st.rbuf, &mut self.st.args, &limits)
+                {
                     Ok(None) => break,
                     Ok(Some(Parsed::Empty)) => continue,
                     Ok(Some(Parsed::Command)) => {
@@ -275,53 +228,53 @@ impl Conn {
                             self.flush().await?;
                             return Ok(End::Closed);
                         }
-                        if self.out.buf.len() >= FLUSH_AT {
+                        if self.st.out.buf.len() >= FLUSH_AT {
                             self.flush().await?;
                         }
                     }
                     Err(e) => {
-                        self.out.error(&format!("ERR {}", e.0));
+                        self.st.out.error(&format!("ERR {}", e.0));
                         self.flush().await?;
-                        self.server.log.verbose(&format!(
+                        self.st.server.log.verbose(&format!(
                             "Protocol error ({}) from client: id={} addr={}",
-                            e.0, self.client.handle.id, self.client.handle.addr
+                            e.0, self.st.client.handle.id, self.st.client.handle.addr
                         ));
                         return Ok(End::Closed);
                     }
                 }
             }
             self.flush().await?;
-            if self.rbuf.len() > self.qbuf_limit {
-                self.server.log.warning(&format!(
+            if self.st.rbuf.len() > self.st.qbuf_limit {
+                self.st.server.log.warning(&format!(
                     "Closing client that reached max query buffer length: id={} addr={}",
-                    self.client.handle.id, self.client.handle.addr
+                    self.st.client.handle.id, self.st.client.handle.addr
                 ));
                 return Ok(End::Closed);
             }
             // Safe point to change workers: every reply written, nothing awaited.
-            if let Some(to) = self.server.io.leave(self.worker) {
+            if let Some(to) = self.st.server.io.leave(self.worker) {
                 return Ok(End::Move(to));
             }
-            self.rbuf.reserve(READ_CHUNK);
+            self.st.rbuf.reserve(READ_CHUNK);
             tokio::select! {
                 biased;
-                r = self.rd.read_buf(&mut self.rbuf) => {
+                r = self.rd.read_buf(&mut self.st.rbuf) => {
                     let n = r?;
                     if n == 0 {
                         return Ok(End::Closed);
                     }
-                    self.server.stats.net_in.add(self.client.handle.id, n as u64);
-                    self.client.now_ms = crate::db::now_ms();
-                    let ms = self.client.handle.created.elapsed().as_millis() as u64;
-                    self.client.handle.last_active_ms.store(ms, Ordering::Relaxed);
+                    self.st.server.stats.net_in.add(self.st.client.handle.id, n as u64);
+                    self.st.client.now_ms = crate::db::now_ms();
+                    let ms = self.st.client.handle.created.elapsed().as_millis() as u64;
+                    self.st.client.handle.last_active_ms.store(ms, Ordering::Relaxed);
                 }
-                Some(p) = self.rx.recv() => {
+                Some(p) = self.st.rx.recv() => {
                     self.write_push(p);
-                    while let Ok(p) = self.rx.try_recv() {
+                    while let Ok(p) = self.st.rx.try_recv() {
                         self.write_push(p);
                     }
                 }
-                _ = self.client.handle.kill_notify.notified() => {
+                _ = self.st.client.handle.kill_notify.notified() => {
                     return Ok(End::Closed);
                 }
             }
@@ -329,7 +282,7 @@ impl Conn {
     }
 
     fn write_push(&mut self, p: Push) {
-        let out = &mut self.out;
+        let out = &mut self.st.out;
         match p {
             Push::Message { channel, data } => {
                 out.push(3);
@@ -366,20 +319,20 @@ impl Conn {
         }
     }
 
-    /// Runs the request in `self.args`; returns true when the connection must close.
+    /// Runs the request in `self.st.args`; returns true when the connection must close.
     async fn execute(&mut self) -> std::io::Result<bool> {
-        let server = self.server.clone();
-        let monitor_db = self.client.db;
-        if self.client.reply_mode == ReplyMode::Skip {
-            self.client.reply_mode = ReplyMode::Skipping;
+        let server = self.st.server.clone();
+        let monitor_db = self.st.client.db;
+        if self.st.client.reply_mode == ReplyMode::Skip {
+            self.st.client.reply_mode = ReplyMode::Skipping;
         }
-        let args = std::mem::take(&mut self.args);
+        let args = std::mem::take(&mut self.st.args);
         // CLIENT PAUSE WRITE (manual failover): writes wait until the pause ends; they are
         // then routed afresh (a node that stopped being master answers MOVED).
         if server.repl.pause_set() && server.repl.writes_paused(crate::db::now_ms()) {
             self.wait_unpaused(&args).await?;
         }
-        let outcome = cmd::dispatch(&server, &mut self.client, &mut self.out, &args);
+        let outcome = cmd::dispatch(&server, &mut self.st.client, &mut self.st.out, &args);
         let close = match outcome {
             Outcome::Done => false,
             Outcome::Close => true,
@@ -393,13 +346,13 @@ impl Conn {
             }
             Outcome::Replicate(start) => {
                 self.flush().await?;
-                let kill = self.client.handle.clone();
+                let kill = self.st.client.handle.clone();
                 tokio::select! {
                     _ = crate::replication::master::serve(
                         server.clone(), &mut self.rd, &mut self.wr, *start) => {}
                     _ = kill.kill_notify.notified() => {}
                 }
-                server.repl.remove_link(self.client.handle.id);
+                server.repl.remove_link(self.st.client.handle.id);
                 true
             }
             Outcome::Block {
@@ -408,8 +361,8 @@ impl Conn {
                 on_timeout,
             } => self.block(&args, keys, timeout_ms, on_timeout).await?,
         };
-        if self.client.reply_mode == ReplyMode::Skipping {
-            self.client.reply_mode = ReplyMode::On;
+        if self.st.client.reply_mode == ReplyMode::Skipping {
+            self.st.client.reply_mode = ReplyMode::On;
         }
         if server.has_monitors() {
             // As Redis 7.0: after the command ran; not for unknown, admin or skip-monitor
@@ -418,14 +371,14 @@ impl Conn {
             if let Some(spec) = commands::resolve(&args) {
                 if !spec.has_flag(flags::ADMIN)
                     && !spec.has_flag(flags::SKIP_MONITOR)
-                    && !self.client.monitor
+                    && !self.st.client.monitor
                 {
-                    server.feed_monitors(monitor_db, &self.client.handle.addr, &args);
+                    server.feed_monitors(monitor_db, &self.st.client.handle.addr, &args);
                 }
             }
         }
-        self.args = args;
-        Ok(close || self.client.quit)
+        self.st.args = args;
+        Ok(close || self.st.client.quit)
     }
 
     /// Holds a write command while client writes are paused (bounded by the pause).
@@ -436,17 +389,17 @@ impl Conn {
             spec.is_some_and(|s| s.has_flag(flags::WRITE) || s.has_flag(flags::MAY_REPLICATE));
         // CLIENT PAUSE ALL holds every command except the ones that end or inspect a pause.
         let write = write
-            || (self.server.repl.pause_is_all()
+            || (self.st.server.repl.pause_is_all()
                 && !spec.is_some_and(|s| matches!(s.name, "client|unpause" | "info" | "ping")));
-        if !write || self.client.from_master {
+        if !write || self.st.client.from_master {
             return Ok(());
         }
         self.flush().await?;
         let limit = Instant::now() + Duration::from_secs(60);
-        while self.server.repl.writes_paused(crate::db::now_ms()) && Instant::now() < limit {
+        while self.st.server.repl.writes_paused(crate::db::now_ms()) && Instant::now() < limit {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.client.now_ms = crate::db::now_ms();
+        self.st.client.now_ms = crate::db::now_ms();
         Ok(())
     }
 
@@ -458,14 +411,14 @@ impl Conn {
         offset: u64,
         timeout_ms: u64,
     ) -> std::io::Result<()> {
-        let server = self.server.clone();
+        let server = self.st.server.clone();
         let mut acks = server.repl.ack_watch();
         let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
         self.flush().await?;
         loop {
             let n = server.repl.acked(offset);
             if n >= replicas {
-                self.out.int(n as i64);
+                self.st.out.int(n as i64);
                 return Ok(());
             }
             let sleep = async {
@@ -477,10 +430,10 @@ impl Conn {
             tokio::select! {
                 _ = acks.changed() => {}
                 _ = sleep => {
-                    self.out.int(server.repl.acked(offset) as i64);
+                    self.st.out.int(server.repl.acked(offset) as i64);
                     return Ok(());
                 }
-                _ = self.client.handle.kill_notify.notified() => {
+                _ = self.st.client.handle.kill_notify.notified() => {
                     return Err(std::io::Error::other("killed"));
                 }
             }
@@ -496,10 +449,10 @@ impl Conn {
         timeout_ms: u64,
         on_timeout: TimeoutReply,
     ) -> std::io::Result<bool> {
-        let server = self.server.clone();
+        let server = self.st.server.clone();
         let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
         // Listen for CLIENT UNBLOCK before the flags say blocked, so no request is missed.
-        let handle = self.client.handle.clone();
+        let handle = self.st.client.handle.clone();
         let unblocked = handle.unblock_notify.notified();
         tokio::pin!(unblocked);
         unblocked.as_mut().enable();
@@ -509,7 +462,7 @@ impl Conn {
             handle.unblock.store(0, Ordering::Relaxed);
         }
         self.flush().await?;
-        let waiter = self.client.waiter.clone();
+        let waiter = self.st.client.waiter.clone();
         let blocked_on_master = !server.repl.is_replica();
         let mut close = false;
         loop {
@@ -524,17 +477,17 @@ impl Conn {
                     if blocked_on_master && server.repl.is_replica() {
                         // As Redis 7: a master turned replica (REPLICAOF, failover) unblocks
                         // its blocked clients with this error and closes their connections.
-                        self.out.error(
+                        self.st.out.error(
                             "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)",
                         );
                         close = true;
                         break;
                     }
-                    self.client.now_ms = crate::db::now_ms();
-                    let len_before = self.out.buf.len();
-                    match cmd::dispatch(&server, &mut self.client, &mut self.out, args) {
+                    self.st.client.now_ms = crate::db::now_ms();
+                    let len_before = self.st.out.buf.len();
+                    match cmd::dispatch(&server, &mut self.st.client, &mut self.st.out, args) {
                         Outcome::Block { keys: k, .. } => {
-                            self.out.buf.truncate(len_before);
+                            self.st.out.buf.truncate(len_before);
                             keys = k;
                             continue;
                         }
@@ -546,41 +499,41 @@ impl Conn {
                     self.timed_out(on_timeout);
                     break;
                 }
-                _ = self.client.handle.kill_notify.notified() => { close = true; break; }
+                _ = self.st.client.handle.kill_notify.notified() => { close = true; break; }
                 _ = &mut unblocked => {
                     if handle.unblock.load(Ordering::Acquire) == crate::client::UNBLOCK_ERROR {
-                        self.out.error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
+                        self.st.out.error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
                     } else {
                         self.timed_out(on_timeout);
                     }
                     break;
                 }
-                r = self.rd.read_buf(&mut self.rbuf) => {
+                r = self.rd.read_buf(&mut self.st.rbuf) => {
                     match r {
                         Ok(0) | Err(_) => { close = true; break; }
                         Ok(_) => {
-                            if self.rbuf.len() > self.qbuf_limit { close = true; break; }
+                            if self.st.rbuf.len() > self.st.qbuf_limit { close = true; break; }
                         }
                     }
                 }
             }
         }
         // Leave every queue this client was in; pass a pending wake-up on to the next waiter.
-        let mut l = Locked::new(&server.ks, self.client.db, crate::db::now_ms());
+        let mut l = Locked::new(&server.ks, self.st.client.db, crate::db::now_ms());
         l.lock_keys(keys.iter());
         for k in &keys {
             l.unblock(k, &waiter);
         }
         drop(l);
-        self.client.handle.flags.lock().replace_range(.., "N");
+        self.st.client.handle.flags.lock().replace_range(.., "N");
         Ok(close)
     }
 
     /// The reply of a blocking command whose timeout passed (or CLIENT UNBLOCK TIMEOUT).
     fn timed_out(&mut self, on_timeout: TimeoutReply) {
         match on_timeout {
-            TimeoutReply::NullArray => self.out.null_array(),
-            TimeoutReply::NullBulk => self.out.null(),
+            TimeoutReply::NullArray => self.st.out.null_array(),
+            TimeoutReply::NullBulk => self.st.out.null(),
         }
     }
 }
