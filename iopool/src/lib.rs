@@ -51,6 +51,18 @@ struct Slot<M> {
     inbox: OnceLock<mpsc::UnboundedSender<M>>,
 }
 
+/// What [`Pool::hand_over`] did with a connection just accepted.
+pub enum Accepted<M> {
+    /// Serve it on this worker.
+    Keep(tokio::net::TcpStream),
+    /// Sent to another worker.
+    Sent,
+    /// The other worker is gone: it is back, detached; resume it on this worker.
+    Back(Box<M>),
+    /// Detaching the socket failed; the connection is lost.
+    Failed(std::io::Error),
+}
+
 /// The set of I/O workers: which ones serve clients and how many clients each has. `M` is a
 /// connection on its way from one worker to another.
 pub struct Pool<M> {
@@ -159,6 +171,27 @@ impl<M> Pool<M> {
         match self.slots.get(to).and_then(|s| s.inbox.get()) {
             Some(tx) => tx.send(m).map_err(|e| Box::new(e.0)),
             None => Err(Box::new(m)),
+        }
+    }
+
+    /// For a connection just accepted by worker `w`: hands it (detached, wrapped by `wrap`) to
+    /// another worker when `w` is not serving clients now or has more than its share, before
+    /// any task is spawned for it; else gives it back to be served here.
+    pub fn hand_over(
+        &self,
+        w: usize,
+        sock: tokio::net::TcpStream,
+        wrap: impl FnOnce(std::net::TcpStream) -> M,
+    ) -> Accepted<M> {
+        let Some(to) = self.leave(w) else {
+            return Accepted::Keep(sock);
+        };
+        match sock.into_std() {
+            Ok(sock) => match self.send(to, wrap(sock)) {
+                Ok(()) => Accepted::Sent,
+                Err(m) => Accepted::Back(m),
+            },
+            Err(e) => Accepted::Failed(e),
         }
     }
 

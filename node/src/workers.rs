@@ -6,6 +6,7 @@
 
 use crate::connection::Moving;
 use crate::server::Server;
+use slotgate_iopool::Accepted;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -108,26 +109,24 @@ async fn accept_loop(server: Arc<Server>, w: usize, listener: TcpListener) {
                     .stats
                     .connections
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // A worker that is not serving clients now hands new ones over at once.
-                if let Some(to) = server.io.leave(w) {
-                    match sock.into_std() {
-                        Ok(sock) => {
-                            let m = Moving::Accepted {
-                                server: server.clone(),
-                                sock,
-                                peer,
-                            };
-                            if let Err(m) = server.io.send(to, m) {
-                                tokio::spawn(crate::connection::resume(*m, w));
-                            }
-                        }
-                        Err(e) => server
-                            .log
-                            .warning(&format!("Handing a new client to I/O worker {to}: {e}")),
+                let srv = server.clone();
+                let wrap = |sock| Moving::Accepted {
+                    server: srv,
+                    sock,
+                    peer,
+                };
+                match server.io.hand_over(w, sock, wrap) {
+                    Accepted::Keep(sock) => {
+                        tokio::spawn(crate::connection::serve(server.clone(), sock, peer, w));
                     }
-                    continue;
+                    Accepted::Sent => {}
+                    Accepted::Back(m) => {
+                        tokio::spawn(crate::connection::resume(*m, w));
+                    }
+                    Accepted::Failed(e) => server
+                        .log
+                        .warning(&format!("Handing a new client to another I/O worker: {e}")),
                 }
-                tokio::spawn(crate::connection::serve(server.clone(), sock, peer, w));
             }
             Err(e) => {
                 server

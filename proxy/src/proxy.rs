@@ -238,20 +238,18 @@ pub async fn serve(
                 proxy.connections.fetch_add(1, Ordering::Relaxed);
                 let p = proxy.clone();
                 let r = router.clone();
-                // A worker that is not serving clients now hands new ones over at once.
-                if let Some(to) = proxy.io.leave(worker) {
-                    match sock.into_std() {
-                        Ok(sock) => {
-                            let m = crate::client::Moving::Accepted { sock, peer };
-                            if let Err(m) = proxy.io.send(to, m) {
-                                crate::client::resume(p, r, *m, worker);
-                            }
-                        }
-                        Err(e) => tracing::warn!("handing a new client to worker {to}: {e}"),
+                use slotgate_iopool::Accepted;
+                let wrap = |sock| crate::client::Moving::Accepted { sock, peer };
+                match proxy.io.hand_over(worker, sock, wrap) {
+                    Accepted::Keep(sock) => {
+                        tokio::spawn(crate::client::serve(p, r, sock, peer, worker));
                     }
-                    continue;
+                    Accepted::Sent => {}
+                    Accepted::Back(m) => crate::client::resume(p, r, *m, worker),
+                    Accepted::Failed(e) => {
+                        tracing::warn!("handing a new client to another worker: {e}")
+                    }
                 }
-                tokio::spawn(crate::client::serve(p, r, sock, peer, worker));
             }
             Err(e) => {
                 tracing::warn!("accept: {e}");

@@ -128,6 +128,18 @@ fn clients_keep_their_state_when_they_move_between_workers() {
     half.send(b"lo\r\n");
     assert_eq!(half.read(), Some(bulk("hello")));
     c.check_pubsub(&mut ctl, "one");
+    // New clients accepted by the idle worker are served by the active one.
+    let mut late: Vec<Raw> = (0..6).map(|_| Raw::connect(node.port)).collect();
+    for l in &mut late {
+        assert_eq!(l.cmd(&["PING"]), simple("PONG"));
+    }
+    wait_conns(&mut ctl, "new clients packed", |n| {
+        n[0] == total + late.len() && n[1] == 0
+    });
+    drop(late);
+    wait_conns(&mut ctl, "late clients gone", |n| {
+        n.iter().sum::<usize>() == total
+    });
     assert_eq!(
         info_server(&mut ctl)
             .get("io_threads_active")

@@ -128,6 +128,18 @@ fn proxy_clients_keep_their_state_when_they_move_between_workers() {
     half.send(b"lo\r\n");
     assert_eq!(half.read(), Some(bulk("hello")));
     c.poke(2);
+    // New clients accepted by the idle worker are served by the active one.
+    let mut late: Vec<Raw> = (0..6).map(|_| Raw::connect(proxy.port)).collect();
+    for l in &mut late {
+        assert_eq!(l.cmd(&["PING"]), simple("PONG"));
+    }
+    wait_clients(&mut ctl, "new clients packed", |n| {
+        n[0] == total + late.len() && n[1] == 0
+    });
+    drop(late);
+    wait_clients(&mut ctl, "late clients gone", |n| {
+        n.iter().sum::<usize>() == total
+    });
 
     // Spread over both again: worker 0 gives about half of its clients away.
     assert_eq!(
