@@ -310,6 +310,16 @@ pub async fn balance<M>(pool: &Pool<M>, log: impl Fn(&str)) {
     }
 }
 
+/// Turns away a connection over the client limit: writes `reply` (a RESP error) in a task of
+/// its own, then closes.
+pub fn refuse(sock: tokio::net::TcpStream, reply: &'static [u8]) {
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut sock = sock;
+        let _ = sock.write_all(reply).await;
+    });
+}
+
 /// A listener on `addr` with SO_REUSEPORT, so every worker accepts on the same port and the
 /// kernel spreads new connections over them.
 pub fn reuseport_listener(

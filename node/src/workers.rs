@@ -95,13 +95,7 @@ async fn accept_loop(server: Arc<Server>, w: usize, listener: TcpListener) {
                         .stats
                         .rejected
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tokio::spawn(async move {
-                        use tokio::io::AsyncWriteExt;
-                        let mut sock = sock;
-                        let _ = sock
-                            .write_all(b"-ERR max number of clients reached\r\n")
-                            .await;
-                    });
+                    slotgate_iopool::refuse(sock, b"-ERR max number of clients reached\r\n");
                     continue;
                 }
                 let _ = sock.set_nodelay(true);

@@ -225,13 +225,7 @@ pub async fn serve(
                 if proxy.clients.lock().len() >= proxy.cfg().maxclients {
                     proxy.rejected.fetch_add(1, Ordering::Relaxed);
                     crate::metrics::client_rejected();
-                    tokio::spawn(async move {
-                        use tokio::io::AsyncWriteExt;
-                        let mut sock = sock;
-                        let _ = sock
-                            .write_all(b"-ERR max number of clients reached\r\n")
-                            .await;
-                    });
+                    slotgate_iopool::refuse(sock, b"-ERR max number of clients reached\r\n");
                     continue;
                 }
                 let _ = sock.set_nodelay(true);
