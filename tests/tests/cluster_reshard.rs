@@ -257,7 +257,25 @@ fn add_empty_master(c: &mut Cluster, bin: &Path) -> (u16, String) {
     let port = node.port;
     c.nodes.push(node);
     c.wait_ok(Duration::from_secs(60));
-    (port, myid(port))
+    // An empty master owns no slots, so "all nodes agree about slots" can hold before gossip
+    // has told every node about it; a reshard then fails with "I don't know about node".
+    let id = myid(port);
+    let t = Instant::now();
+    for n in &c.nodes {
+        loop {
+            let (_, nodes) = redis_cli(&["-p", &n.port.to_string(), "cluster", "nodes"]);
+            if nodes.contains(&id) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "node {} does not know the new master {id}:\n{nodes}",
+                n.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    (port, id)
 }
 
 /// `--cluster reshard` of `slots` slots from every master to `to`.
