@@ -195,6 +195,40 @@ impl<M> Pool<M> {
         }
     }
 
+    /// Parses an operator's setting: `auto` (`Some(None)`), or a worker count from 1 to
+    /// [`Pool::len`] (`Some(Some(n))`); anything else is `None`.
+    pub fn parse_setting(&self, v: &[u8]) -> Option<Option<usize>> {
+        if v.eq_ignore_ascii_case(b"auto") {
+            return Some(None);
+        }
+        let n = std::str::from_utf8(v).ok()?.parse::<usize>().ok()?;
+        (1..=self.len()).contains(&n).then_some(Some(n))
+    }
+
+    /// Applies a setting from [`Pool::parse_setting`]: pins the active count, or (`None`)
+    /// hands it back to the balancer.
+    pub fn apply_setting(&self, setting: Option<usize>) {
+        match setting {
+            Some(n) => self.set_active(n, true),
+            None => self.set_active(self.active(), false),
+        }
+    }
+
+    /// The current setting as an operator writes it: the pinned count, or `auto`.
+    pub fn setting(&self) -> String {
+        if self.pinned() {
+            self.active().to_string()
+        } else {
+            "auto".to_string()
+        }
+    }
+
+    /// Connections per worker, comma-separated (for INFO and DEBUG).
+    pub fn conns_list(&self) -> String {
+        let conns: Vec<String> = self.conns().iter().map(|c| c.to_string()).collect();
+        conns.join(",")
+    }
+
     /// Sets the active workers (clamped to 1..=len); `pin` stops the balancer changing it.
     pub fn set_active(&self, n: usize, pin: bool) {
         self.pinned.store(pin, Ordering::Relaxed);
@@ -399,6 +433,21 @@ mod tests {
         assert_eq!(pool.leave(1), Some(0));
         assert_eq!(pool.leave(0), None);
         assert!(pool.pinned());
+    }
+
+    #[test]
+    fn settings_parse_and_apply() {
+        let pool: Pool<()> = Pool::new(2);
+        assert_eq!(pool.parse_setting(b"AUTO"), Some(None));
+        assert_eq!(pool.parse_setting(b"2"), Some(Some(2)));
+        for bad in [&b"0"[..], b"3", b"x", b"-1", b""] {
+            assert_eq!(pool.parse_setting(bad), None);
+        }
+        pool.apply_setting(Some(1));
+        assert_eq!((pool.setting(), pool.active()), ("1".to_string(), 1));
+        pool.apply_setting(None);
+        assert_eq!((pool.setting(), pool.active()), ("auto".to_string(), 1));
+        assert_eq!(pool.conns_list(), "0,0");
     }
 
     #[test]

@@ -821,13 +821,7 @@ async fn info(proxy: &Proxy, client: &ClientState, args: Vec<Bytes>) -> Bytes {
             u8::from(proxy.io.active() > 1),
             proxy.io.len(),
             proxy.io.active(),
-            proxy
-                .io
-                .conns()
-                .iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
+            proxy.io.conns_list()
         );
     }
     if want("clients") {
@@ -931,29 +925,6 @@ const CONFIG_NAMES: &[&str] = &[
     "workers-active",
 ];
 
-/// CONFIG GET workers-active: `auto` while the balancer decides, else the pinned count.
-fn workers_active(proxy: &Proxy) -> String {
-    if proxy.io.pinned() {
-        proxy.io.active().to_string()
-    } else {
-        "auto".to_string()
-    }
-}
-
-/// CONFIG SET workers-active: `auto`, or how many workers serve clients (pinned).
-fn parse_workers_active(proxy: &Proxy, v: &str) -> Result<Option<usize>, String> {
-    if v.eq_ignore_ascii_case("auto") {
-        return Ok(None);
-    }
-    match v.parse::<usize>() {
-        Ok(n) if (1..=proxy.io.len()).contains(&n) => Ok(Some(n)),
-        _ => Err(format!(
-            "argument must be auto or a count from 1 to {}",
-            proxy.io.len()
-        )),
-    }
-}
-
 fn config_set(cfg: &mut crate::proxy::ProxyConfig, name: &str, v: &str) -> Result<(), String> {
     let int = |v: &str| {
         v.parse::<i64>()
@@ -1004,7 +975,7 @@ fn config_cmd(proxy: &Proxy, client: &ClientState, args: &[Bytes]) -> Bytes {
                             .any(|(k, _): &(Frame, Frame)| k.as_bytes() == Some(n.as_bytes()))
                     {
                         let v = if *n == "workers-active" {
-                            Some(workers_active(proxy))
+                            Some(proxy.io.setting())
                         } else {
                             config_get(&cfg, n)
                         };
@@ -1023,7 +994,16 @@ fn config_cmd(proxy: &Proxy, client: &ClientState, args: &[Bytes]) -> Bytes {
                 let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
                 let v = String::from_utf8_lossy(&pair[1]).into_owned();
                 let set = if name == "workers-active" {
-                    parse_workers_active(proxy, &v).map(|n| workers = Some(n))
+                    match proxy.io.parse_setting(v.as_bytes()) {
+                        Some(n) => {
+                            workers = Some(n);
+                            Ok(())
+                        }
+                        None => Err(format!(
+                            "argument must be auto or a count from 1 to {}",
+                            proxy.io.len()
+                        )),
+                    }
                 } else {
                     config_set(&mut cfg, &name, &v)
                 };
@@ -1040,10 +1020,8 @@ fn config_cmd(proxy: &Proxy, client: &ClientState, args: &[Bytes]) -> Bytes {
                 }
             }
             proxy.set_cfg(cfg);
-            match workers {
-                Some(Some(n)) => proxy.io.set_active(n, true),
-                Some(None) => proxy.io.set_active(proxy.io.active(), false),
-                None => {}
+            if let Some(setting) = workers {
+                proxy.io.apply_setting(setting);
             }
             ok()
         }

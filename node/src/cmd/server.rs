@@ -1492,32 +1492,26 @@ fn debug(ctx: &mut Ctx) -> Outcome {
         ),
         (b"io-workers", 2) => {
             let io = &ctx.server.io;
-            let conns: Vec<String> = io.conns().iter().map(|c| c.to_string()).collect();
             let line = format!(
                 "workers:{} active:{} mode:{} conns:{}",
                 io.len(),
                 io.active(),
                 if io.pinned() { "pinned" } else { "auto" },
-                conns.join(",")
+                io.conns_list()
             );
             ctx.out.bulk(line.as_bytes());
         }
         (b"io-workers", 3) => {
-            let arg = &ctx.args[2];
-            if arg.eq_ignore_ascii_case(b"auto") {
-                ctx.server.io.set_active(ctx.server.io.active(), false);
-                ctx.out.ok();
-            } else {
-                match std::str::from_utf8(arg).ok().and_then(|a| a.parse::<usize>().ok()) {
-                    Some(n) if n >= 1 && n <= ctx.server.io.len() => {
-                        ctx.server.io.set_active(n, true);
-                        ctx.out.ok();
-                    }
-                    _ => ctx.out.error(&format!(
-                        "ERR IO-WORKERS takes AUTO or a count from 1 to {}",
-                        ctx.server.io.len()
-                    )),
+            let io = &ctx.server.io;
+            match io.parse_setting(&ctx.args[2]) {
+                Some(setting) => {
+                    io.apply_setting(setting);
+                    ctx.out.ok();
                 }
+                None => ctx.out.error(&format!(
+                    "ERR IO-WORKERS takes AUTO or a count from 1 to {}",
+                    io.len()
+                )),
             }
         }
         (b"sleep", 3) => {
