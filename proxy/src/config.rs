@@ -65,7 +65,8 @@ pub struct Cli {
     /// Backend connect timeout in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub connect_timeout_ms: u64,
-    /// Backend reply timeout in milliseconds.
+    /// Backend reply timeout in milliseconds (a backend connection whose oldest request has
+    /// waited this long is dropped and its requests fail).
     #[arg(long, default_value_t = 5000)]
     pub read_timeout_ms: u64,
     /// Deadline of one client request, retries included, in milliseconds.

@@ -271,6 +271,12 @@ impl ConnTask {
         let mut wbuf = BytesMut::with_capacity(16 * 1024);
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         let latency = metrics::histogram!("slotgate_backend_duration_seconds", "node" => self.addr.to_string());
+        // One timer per connection, armed while replies are awaited. It is reset only when it
+        // fires (to the oldest request's deadline), not per request: the connection is
+        // dropped once its oldest request has waited `read_timeout`, however much new work
+        // keeps arriving behind it.
+        let timer = tokio::time::sleep(self.cfg.read_timeout);
+        tokio::pin!(timer);
         loop {
             // Wait for work before connecting (lazy connect).
             let Some(first) = self.rx.recv().await else {
@@ -293,6 +299,7 @@ impl ConnTask {
             };
             self.stats.connected.fetch_add(1, Ordering::Relaxed);
             let mut next = Some(first);
+            let mut armed = false;
             let err = 'conn: loop {
                 // Queue everything available, then write it in one go.
                 if let Some(r) = next.take() {
@@ -322,13 +329,14 @@ impl ConnTask {
                     }
                     wbuf.clear();
                 }
-                let timeout = async {
-                    if pending.is_empty() {
-                        std::future::pending::<()>().await
-                    } else {
-                        tokio::time::sleep(self.cfg.read_timeout).await
+                if !armed {
+                    if let Some(p) = pending.front() {
+                        timer
+                            .as_mut()
+                            .reset((p.sent + self.cfg.read_timeout).into());
+                        armed = true;
                     }
-                };
+                }
                 tokio::select! {
                     biased;
                     r = sock.read_buf(&mut rbuf) => {
@@ -375,7 +383,17 @@ impl ConnTask {
                             None => return,
                         }
                     }
-                    _ = timeout => break 'conn "read timeout".to_string(),
+                    _ = &mut timer, if armed => {
+                        match pending.front() {
+                            Some(p) if p.sent.elapsed() >= self.cfg.read_timeout => {
+                                break 'conn "read timeout".to_string();
+                            }
+                            Some(p) => {
+                                timer.as_mut().reset((p.sent + self.cfg.read_timeout).into());
+                            }
+                            None => armed = false,
+                        }
+                    }
                 }
             };
             // The connection is gone: fail what is in flight (it may or may not have run).

@@ -1,7 +1,7 @@
 //! The slotgate proxy in front of a real Redis 7 cluster (3 masters + 3 replicas started with
 //! redis-server and formed with `redis-cli --cluster create`): legacy clients, redis-benchmark,
 //! a differential test against a standalone redis-server, pipeline ordering, resharding and
-//! failover under load, bad input, and a Prometheus scrape.
+//! failover under load, a stalled (SIGSTOPped) master, bad input, and a Prometheus scrape.
 
 use slotgate_tests::cluster::{redis_cli, start_proxy, Cluster};
 use slotgate_tests::*;
@@ -896,4 +896,136 @@ fn half_a_request_does_not_stall_other_clients() {
     // The half request completes later and is answered.
     half.send(b"defghij\r\n");
     assert_eq!(half.read(), Some(Frame::Null));
+}
+
+/// Sends SIGSTOP to a process now and SIGCONT when dropped (also when the test fails).
+struct Stopped(u32);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        let ok = std::process::Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -STOP {pid} failed");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// A master that stops answering without closing its connections (SIGSTOP: the kernel still
+/// accepts connections for it) while new requests for it keep arriving: each request fails
+/// with a clear error about read_timeout after it was sent, not when the node wakes up, and
+/// keys on other masters are served meanwhile. Once the node resumes, its keys work again.
+#[test]
+fn stalled_master_fails_requests_after_read_timeout() {
+    use std::io::{Read, Write};
+    // A long node timeout: the cluster itself does not notice the stall.
+    let Some(cluster) = Cluster::redis(3, 0, 60_000) else {
+        return;
+    };
+    let proxy = start_proxy(&cluster.seed(), &["--read-timeout-ms", "1000"]);
+    let victim = &cluster.nodes[0];
+    // A key the victim owns and one it does not (it answers MOVED for that one).
+    let mut direct = victim.conn();
+    let owned = |k: &str, con: &mut redis::Connection| {
+        redis::cmd("GET")
+            .arg(k)
+            .query::<Option<String>>(con)
+            .is_ok()
+    };
+    let stalled_key = (0..1000)
+        .map(|i| format!("stall:{i}"))
+        .find(|k| owned(k, &mut direct))
+        .expect("a key on the victim");
+    let other_key = (0..1000)
+        .map(|i| format!("other:{i}"))
+        .find(|k| !owned(k, &mut direct))
+        .expect("a key elsewhere");
+    let mut con = proxy.conn();
+    let _: () = redis::cmd("SET")
+        .arg(&stalled_key)
+        .arg("v")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&other_key)
+        .arg("w")
+        .query(&mut con)
+        .unwrap();
+    drop(direct);
+
+    let stop = Stopped::new(victim.child.id());
+    let stopped_at = Instant::now();
+    // Every 100 ms for 3 s a new client asks for the stalled key: the victim's backend
+    // connection always has fresh work queued behind its oldest request.
+    let get = format!(
+        "*2\r\n$3\r\nGET\r\n${}\r\n{}\r\n",
+        stalled_key.len(),
+        stalled_key
+    );
+    let mut waiting = Vec::new();
+    while stopped_at.elapsed() < Duration::from_secs(3) {
+        let (addr, get) = (proxy.addr(), get.clone());
+        waiting.push(std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            let sent = Instant::now();
+            s.write_all(get.as_bytes()).unwrap();
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).unwrap_or(0);
+            (
+                sent.elapsed(),
+                String::from_utf8_lossy(&buf[..n]).to_string(),
+            )
+        }));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Other masters are unaffected meanwhile.
+    let t = Instant::now();
+    let v: String = redis::cmd("GET").arg(&other_key).query(&mut con).unwrap();
+    assert_eq!(v, "w");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // Each stalled request is answered with an error within read timeout + slack of its send.
+    let mut worst = Duration::ZERO;
+    for h in waiting {
+        let (took, reply) = h.join().unwrap();
+        assert!(
+            reply.starts_with("-ERR slotgate: backend") && reply.contains("read timeout"),
+            "reply after {took:?}: {reply:?}"
+        );
+        assert!(
+            took < Duration::from_millis(3000),
+            "a request for a stalled node waited {took:?} (read timeout 1 s)"
+        );
+        worst = worst.max(took);
+    }
+    println!("stalled node: worst wait for the error {worst:?} (read timeout 1 s)");
+    drop(stop);
+    // Once the node is back, its keys are served again through the same proxy.
+    let t = Instant::now();
+    loop {
+        match redis::cmd("GET")
+            .arg(&stalled_key)
+            .query::<Option<String>>(&mut con)
+        {
+            Ok(v) => {
+                assert_eq!(v.as_deref(), Some("v"));
+                break;
+            }
+            Err(e) => assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "still failing after SIGCONT: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
