@@ -392,7 +392,7 @@ pub fn parse_command(
         return Ok(None);
     }
     if buf[0] == b'*' {
-        parse_multibulk(buf, args, limits, &mut Progress::new())
+        parse_multibulk(buf, args, limits, &mut Progress::new(), None)
     } else {
         parse_inline(buf, args)
     }
@@ -423,6 +423,9 @@ struct Progress {
     pos: usize,
     /// Payload spans of the arguments validated so far.
     spans: smallspans::Spans,
+    /// Every line seen so far ends in `\r\n` (the frame is exactly what [`write_command`]
+    /// makes of its arguments, so it can be forwarded as it came).
+    exact: bool,
 }
 
 impl Progress {
@@ -431,6 +434,7 @@ impl Progress {
             count: 0,
             pos: 0,
             spans: smallspans::Spans::new(),
+            exact: true,
         }
     }
 
@@ -438,6 +442,7 @@ impl Progress {
         self.count = 0;
         self.pos = 0;
         self.spans.clear();
+        self.exact = true;
     }
 }
 
@@ -446,6 +451,7 @@ fn parse_multibulk(
     args: &mut Vec<Bytes>,
     limits: &Limits,
     st: &mut Progress,
+    frame_out: Option<&mut Option<Bytes>>,
 ) -> Result<Option<Parsed>, ProtocolError> {
     if st.count == 0 {
         let Some(eol) = find_header_end(buf, 0) else {
@@ -475,6 +481,7 @@ fn parse_multibulk(
         }
         st.count = count;
         st.pos = eol + 2;
+        st.exact = buf[eol + 1] == b'\n';
     }
     // Validate and find the end without copying; resumes where the last call stopped.
     while (st.spans.len() as i64) < st.count {
@@ -515,6 +522,7 @@ fn parse_multibulk(
             return Ok(None);
         }
         // Like redis-server, the two bytes after the payload are skipped unchecked.
+        st.exact &= buf[eol + 1] == b'\n' && buf[end] == b'\r' && buf[end + 1] == b'\n';
         st.spans.push(start, end);
         st.pos = end + 2;
     }
@@ -522,6 +530,11 @@ fn parse_multibulk(
     args.reserve(st.spans.len());
     for (s, e) in st.spans.iter() {
         args.push(frame.slice(s..e));
+    }
+    if let Some(out) = frame_out {
+        if st.exact {
+            *out = Some(frame);
+        }
     }
     Ok(Some(Parsed::Command))
 }
@@ -536,12 +549,32 @@ fn parse_multibulk(
 #[derive(Default)]
 pub struct RequestParser {
     progress: Option<Progress>,
+    /// Keep the raw bytes of each parsed request for [`RequestParser::take_frame`].
+    keep_frames: bool,
+    frame: Option<Bytes>,
 }
 
 impl RequestParser {
     /// A parser with no request in progress.
     pub fn new() -> RequestParser {
         RequestParser::default()
+    }
+
+    /// A parser that also keeps each request's raw bytes (see [`RequestParser::take_frame`]):
+    /// a proxy forwards them instead of encoding the arguments again.
+    pub fn keeping_frames() -> RequestParser {
+        RequestParser {
+            keep_frames: true,
+            ..RequestParser::default()
+        }
+    }
+
+    /// The raw bytes of the request the last [`RequestParser::parse`] returned, when the parser
+    /// keeps frames and they are exactly [`write_command`]'s encoding of its arguments (a
+    /// multibulk request with every line ending in `\r\n`); `None` otherwise, also for inline
+    /// requests. The arguments are slices of the same buffer, so this copies nothing.
+    pub fn take_frame(&mut self) -> Option<Bytes> {
+        self.frame.take()
     }
 
     /// Like [`parse_command`], resuming a partially validated request.
@@ -552,6 +585,7 @@ impl RequestParser {
         limits: &Limits,
     ) -> Result<Option<Parsed>, ProtocolError> {
         args.clear();
+        self.frame = None;
         let st = self.progress.get_or_insert_with(Progress::new);
         // A buffer that shrank or no longer holds a multibulk breaks the contract: start over.
         if st.count != 0 && (buf.len() < st.pos || buf.first() != Some(&b'*')) {
@@ -561,7 +595,12 @@ impl RequestParser {
             return Ok(None);
         }
         let r = if buf[0] == b'*' {
-            parse_multibulk(buf, args, limits, st)
+            let out = if self.keep_frames {
+                Some(&mut self.frame)
+            } else {
+                None
+            };
+            parse_multibulk(buf, args, limits, st, out)
         } else {
             parse_inline(buf, args)
         };
@@ -1213,6 +1252,54 @@ mod tests {
             assert_eq!(frame_len(&out[..cut]).unwrap(), None);
         }
         assert_eq!(decode_frame(&mut out).unwrap(), Some(f));
+    }
+
+    #[test]
+    fn kept_frames_only_when_canonical() {
+        let lim = Limits::default();
+        let mut args = Vec::new();
+        let mut p = RequestParser::keeping_frames();
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n"[..]);
+        assert!(matches!(
+            p.parse(&mut buf, &mut args, &lim),
+            Ok(Some(Parsed::Command))
+        ));
+        assert_eq!(
+            p.take_frame().as_deref(),
+            Some(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"[..])
+        );
+        assert_eq!(p.take_frame(), None, "taken once");
+        // Inline: no frame.
+        assert!(matches!(
+            p.parse(&mut buf, &mut args, &lim),
+            Ok(Some(Parsed::Command))
+        ));
+        assert_eq!(p.take_frame(), None);
+        // Accepted as redis-server accepts them, but not canonical: no frame.
+        for odd in [
+            &b"*1\r\n$4\r\nPINGxy"[..],
+            &b"*1\r\n$4\rxPING\r\n"[..],
+            &b"*1\rx$4\r\nPING\r\n"[..],
+        ] {
+            let mut buf = BytesMut::from(odd);
+            assert!(
+                matches!(
+                    p.parse(&mut buf, &mut args, &lim),
+                    Ok(Some(Parsed::Command))
+                ),
+                "{odd:?}"
+            );
+            assert_eq!(args, vec![Bytes::from_static(b"PING")]);
+            assert_eq!(p.take_frame(), None, "{odd:?}");
+        }
+        // A parser that does not keep frames never has one.
+        let mut q = RequestParser::new();
+        let mut buf = BytesMut::from(&b"*1\r\n$4\r\nPING\r\n"[..]);
+        assert!(matches!(
+            q.parse(&mut buf, &mut args, &lim),
+            Ok(Some(Parsed::Command))
+        ));
+        assert_eq!(q.take_frame(), None);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //!   `parse_command`, `decode_frame`, `frame_len`, `decode_complete` or `split_inline_args`
 //!   panic or spin, and the outcome does not depend on how the input was split;
 //! * every `Frame` (RESP2 and RESP3, nested) survives encode → decode;
-//! * every argument vector written with `write_command` parses back identically.
+//! * every argument vector written with `write_command` parses back identically;
+//! * a raw request frame kept by the parser (`take_frame`, which the proxy forwards as it
+//!   came) is always exactly `write_command` of its arguments, and every frame
+//!   `write_command` makes is kept.
 //!
 //! The case count follows `PROPTEST_CASES` (default: proptest's 256). For a
 //! long run: `PROPTEST_CASES=200000 cargo test --release -p slotgate-protocol --test fuzz`.
@@ -28,7 +31,12 @@ struct ParseRun {
 /// after each chunk, exactly as the node's connection loop does.
 fn parse_chunked(input: &[u8], cuts: &[usize], limits: &Limits) -> ParseRun {
     let stateless = parse_chunked_with(input, cuts, limits, None);
-    let resumable = parse_chunked_with(input, cuts, limits, Some(&mut RequestParser::new()));
+    let resumable = parse_chunked_with(
+        input,
+        cuts,
+        limits,
+        Some(&mut RequestParser::keeping_frames()),
+    );
     assert_eq!(
         stateless, resumable,
         "RequestParser differs from parse_command"
@@ -69,6 +77,12 @@ fn parse_chunked_with(
                     match p {
                         Parsed::Command => {
                             assert!(!args.is_empty());
+                            if let Some(frame) = parser.as_deref_mut().and_then(|p| p.take_frame())
+                            {
+                                let mut enc = BytesMut::new();
+                                write_command(&mut enc, &args);
+                                assert_eq!(&frame[..], &enc[..], "a kept frame must be canonical");
+                            }
                             requests.push(Some(args.clone()));
                         }
                         Parsed::Empty => requests.push(None),
@@ -327,6 +341,21 @@ proptest! {
         prop_assert_eq!(&run.requests, &expect);
         prop_assert_eq!(run.error, None);
         prop_assert!(run.rest.is_empty());
+        // Canonical input: every command's frame is kept, byte for byte.
+        let mut parser = RequestParser::keeping_frames();
+        let mut buf = out.clone();
+        let mut args = Vec::new();
+        for c in cmds.iter().filter(|c| !c.is_empty()) {
+            let mut p = parser.parse(&mut buf, &mut args, &Limits::default());
+            while matches!(p, Ok(Some(Parsed::Empty))) {
+                p = parser.parse(&mut buf, &mut args, &Limits::default());
+            }
+            prop_assert!(matches!(p, Ok(Some(Parsed::Command))));
+            let mut enc = BytesMut::new();
+            write_command(&mut enc, c);
+            let frame = parser.take_frame();
+            prop_assert_eq!(frame.as_deref(), Some(&enc[..]));
+        }
         // Within the unauthenticated limits (<= 10 arguments) nothing changes; above them
         // the first long command is refused.
         let lim = Limits { unauthenticated: true, ..Limits::default() };

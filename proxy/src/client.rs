@@ -115,11 +115,21 @@ pub struct ClientState {
 
 /// What a client carries from one worker to another besides its [`ClientState`]: input not
 /// parsed yet and the parser's place in it, and its metric handles.
-#[derive(Default)]
 pub struct Carry {
     rbuf: BytesMut,
     parser: RequestParser,
     cm: crate::metrics::CommandMetrics,
+}
+
+impl Default for Carry {
+    fn default() -> Carry {
+        Carry {
+            rbuf: BytesMut::new(),
+            // Requests are forwarded as they came when they can be (no re-encoding).
+            parser: RequestParser::keeping_frames(),
+            cm: Default::default(),
+        }
+    }
 }
 
 /// A client on its way between two workers, its socket detached from the old worker's reactor.
@@ -307,13 +317,16 @@ async fn run(
                 if idle.is_zero() { std::future::pending::<()>().await } else { tokio::time::sleep(idle).await }
             } => return Ok(None),
         }
+        if rbuf.capacity() == 0 {
+            *rbuf = st.router.bufs.take();
+        }
         rbuf.reserve(4096);
         let n = match read_ready(sock, rbuf).await {
             Ok(0) => return Ok(None),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if rbuf.is_empty() {
-                    *rbuf = BytesMut::new();
+                    st.router.bufs.give(std::mem::take(rbuf));
                 }
                 continue;
             }
@@ -346,7 +359,8 @@ async fn run(
                     Ok(Some(Parsed::Empty)) => continue,
                     Ok(Some(Parsed::Command)) => {
                         let top = slotgate_protocol::commands::lookup(&args[0]);
-                        let p = splitter::dispatch(proxy, st, top, &args, &mut enc);
+                        let raw = parser.take_frame();
+                        let p = splitter::dispatch(proxy, st, top, &args, raw, &mut enc);
                         let name = top.map(|s| s.name).unwrap_or("unknown");
                         // After a (P|S)SUBSCRIBE the rest of the input is read in pub/sub mode.
                         let is_close = matches!(p, Pending::Close(_) | Pending::Subscribe(_));
@@ -377,6 +391,9 @@ async fn run(
                 break;
             }
             // Resolve in request order and write all replies at once.
+            if out.capacity() == 0 {
+                out = st.router.bufs.take();
+            }
             let mut subscribe = None;
             for (p, name, started, kept, slot) in batch.drain(..) {
                 let reply = match p {
@@ -454,10 +471,14 @@ async fn run(
             }
         }
         cm.bytes(n as u64, 0);
+        // Give the buffers back to the worker between batches: an idle client holds none.
+        // (The arguments of the last request are slices of `rbuf`; drop them first so the
+        // next user of the buffer can reuse its storage.)
+        args.clear();
         if rbuf.is_empty() {
-            *rbuf = BytesMut::new();
+            st.router.bufs.give(std::mem::take(rbuf));
         }
-        out = BytesMut::new();
+        st.router.bufs.give(std::mem::take(&mut out));
         enc = BytesMut::new();
     }
 }

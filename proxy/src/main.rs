@@ -11,6 +11,7 @@
 //! client in `admin.rs`.
 
 mod admin;
+mod bufs;
 mod client;
 mod config;
 mod create;

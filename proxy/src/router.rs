@@ -51,6 +51,8 @@ pub struct Router {
     wake: tokio::sync::Notify,
     /// Refresh counters.
     pub refresh_stats: RefreshStats,
+    /// Spare client buffers of this router's worker.
+    pub bufs: crate::bufs::BufCache,
 }
 
 fn now_ms() -> u64 {
@@ -74,6 +76,7 @@ impl Router {
             prefer: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
             refresh_stats: RefreshStats::default(),
+            bufs: Default::default(),
         })
     }
 

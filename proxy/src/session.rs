@@ -1282,7 +1282,7 @@ impl PubSub<'_> {
             // RESP3: any command may run while subscribed.
             let started = Instant::now();
             let top = slotgate_protocol::commands::lookup(&args[0]);
-            let p = crate::splitter::dispatch(self.proxy, self.st, top, &args, &mut self.enc);
+            let p = crate::splitter::dispatch(self.proxy, self.st, top, &args, None, &mut self.enc);
             match p {
                 crate::splitter::Pending::Close(b) => {
                     self.out.extend_from_slice(&b);

@@ -110,12 +110,14 @@ fn send_part(client: &ClientState, slot: u16, data: Bytes) -> Option<Rx> {
 }
 
 /// Turns a request into a [`Pending`], sending backend work right away. `top` is
-/// `commands::lookup(&args[0])`, looked up once by the caller.
+/// `commands::lookup(&args[0])`, looked up once by the caller; `raw`, when known, is the
+/// request exactly as `encode` would write it (forwarded as it came, without a copy).
 pub fn dispatch(
     proxy: &Proxy,
     client: &mut ClientState,
     top: Option<&'static CommandSpec>,
     args: &[Bytes],
+    raw: Option<Bytes>,
     enc: &mut BytesMut,
 ) -> Pending {
     let spec = top.map(|t| match args.get(1) {
@@ -164,14 +166,14 @@ pub fn dispatch(
         }
         return Pending::Blocking {
             slot: first,
-            data: encode(enc, args),
+            data: raw.unwrap_or_else(|| encode(enc, args)),
             key: args[kp[0]].clone(),
             timeout: blocking_timeout(spec.name, args),
             null_bulk: matches!(spec.name, "blmove" | "brpoplpush"),
         };
     }
     if same {
-        let data = encode(enc, args);
+        let data = raw.unwrap_or_else(|| encode(enc, args));
         if spec.has_flag(flags::WRITE) {
             let map = client.router.map();
             if let Some(a) = map.master_of(first) {
