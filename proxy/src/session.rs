@@ -23,6 +23,10 @@ pub struct Dedicated {
     pub addr: Arc<str>,
     stream: TcpStream,
     buf: BytesMut,
+    /// Bound of one [`Dedicated::call`] (the backend read timeout).
+    read_timeout: Duration,
+    /// A call failed or timed out: the connection may be out of step, so later calls fail.
+    broken: bool,
 }
 
 impl Dedicated {
@@ -65,6 +69,8 @@ impl Dedicated {
             addr,
             stream: s,
             buf: BytesMut::with_capacity(4096),
+            read_timeout: cfg.read_timeout,
+            broken: false,
         })
     }
 
@@ -96,14 +102,34 @@ impl Dedicated {
         (self.stream, self.buf)
     }
 
-    /// Sends `data` (producing `n` replies) and returns the replies.
+    /// Sends `data` (producing `n` replies) and returns the replies, within the backend read
+    /// timeout (a node that stops answering fails the call instead of holding the client).
+    /// After a failed call the connection is out of step: every later call fails at once.
     pub async fn call(&mut self, data: &[u8], n: usize) -> std::io::Result<Vec<Bytes>> {
-        self.send(data).await?;
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            out.push(self.read_frame().await?);
+        if self.broken {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "connection broken by an earlier error",
+            ));
         }
-        Ok(out)
+        let limit = self.read_timeout;
+        let exchange = async {
+            self.send(data).await?;
+            let mut out = Vec::with_capacity(n);
+            for _ in 0..n {
+                out.push(self.read_frame().await?);
+            }
+            Ok(out)
+        };
+        let r = match tokio::time::timeout(limit, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "read timeout",
+            )),
+        };
+        self.broken = r.is_err();
+        r
     }
 }
 
