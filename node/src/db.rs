@@ -22,8 +22,113 @@ use std::sync::{Arc, OnceLock};
 pub const SHARDS: usize = 256;
 const MAPS_PER_SHARD: usize = SLOT_COUNT / SHARDS;
 
-/// A stored key (an exact-size owned copy).
-pub type Key = Box<[u8]>;
+/// A stored key: up to [`INLINE_KEY`] bytes live inside the map's bucket itself (most keys
+/// are short), longer ones in an exact-size heap copy. A lookup then compares a short key
+/// without following a pointer to another cache line, and a short key costs no allocation.
+#[derive(Clone)]
+pub enum Key {
+    /// A short key, stored in place.
+    Inline {
+        /// Its length.
+        len: u8,
+        /// Its bytes (the first `len`).
+        buf: [u8; INLINE_KEY],
+    },
+    /// A longer key.
+    Heap(Box<[u8]>),
+}
+
+/// Longest key stored in place (the enum stays 24 bytes, as a `Box<[u8]>` plus padding).
+pub const INLINE_KEY: usize = 22;
+const _: () = assert!(std::mem::size_of::<Key>() == 24);
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, buf } => &buf[..*len as usize],
+            Key::Heap(b) => b,
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    #[inline]
+    fn borrow(&self) -> &[u8] {
+        self
+    }
+}
+
+impl AsRef<[u8]> for Key {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::hash::Hash for Key {
+    /// Hashes exactly as the `[u8]` it holds (so maps can be searched by `&[u8]`).
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+
+impl PartialEq for Key {
+    #[inline]
+    fn eq(&self, other: &Key) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Key {}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl From<&[u8]> for Key {
+    #[inline]
+    fn from(k: &[u8]) -> Key {
+        if k.len() <= INLINE_KEY {
+            let mut buf = [0u8; INLINE_KEY];
+            buf[..k.len()].copy_from_slice(k);
+            Key::Inline {
+                len: k.len() as u8,
+                buf,
+            }
+        } else {
+            Key::Heap(k.into())
+        }
+    }
+}
+
+impl From<Box<[u8]>> for Key {
+    fn from(k: Box<[u8]>) -> Key {
+        if k.len() <= INLINE_KEY {
+            Key::from(&k[..])
+        } else {
+            Key::Heap(k)
+        }
+    }
+}
+
+impl From<Vec<u8>> for Key {
+    fn from(k: Vec<u8>) -> Key {
+        Key::from(k.into_boxed_slice())
+    }
+}
+
+impl From<Key> for Box<[u8]> {
+    fn from(k: Key) -> Box<[u8]> {
+        match k {
+            Key::Heap(b) => b,
+            k => Box::from(&*k),
+        }
+    }
+}
 /// The map of one hash slot.
 pub type KeyMap = hashbrown::HashMap<Key, Entry>;
 
@@ -707,6 +812,27 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_inline_or_on_the_heap_behave_as_their_bytes() {
+        let mut m: KeyMap = KeyMap::default();
+        for n in [0, 1, INLINE_KEY - 1, INLINE_KEY, INLINE_KEY + 1, 300] {
+            let bytes: Vec<u8> = (0..n).map(|i| (i * 7 + n) as u8).collect();
+            let k = Key::from(&bytes[..]);
+            assert_eq!(matches!(k, Key::Inline { .. }), n <= INLINE_KEY, "len {n}");
+            assert_eq!(&*k, &bytes[..]);
+            assert_eq!(Key::from(bytes.clone()), k);
+            assert_eq!(
+                Box::<[u8]>::from(k.clone()),
+                bytes.clone().into_boxed_slice()
+            );
+            m.insert(k, Entry::new(Value::Str(bytes.clone())));
+            // Found by a borrowed slice: the hash is the slice's.
+            assert!(m.contains_key(&bytes[..]), "len {n}");
+        }
+        assert_eq!(m.len(), 6);
+        assert!(!m.contains_key(&b"absent"[..]));
+    }
 
     #[test]
     fn set_get_expire_and_slots() {

@@ -723,7 +723,7 @@ fn swapdb(ctx: &mut Ctx) -> Outcome {
         ctx.ks.lock_all();
         ctx.ks.set_db(b);
         ctx.ks.lock_all();
-        let mut taken: [Vec<(Box<[u8]>, crate::db::Entry)>; 2] = [Vec::new(), Vec::new()];
+        let mut taken: [Vec<(crate::db::Key, crate::db::Entry)>; 2] = [Vec::new(), Vec::new()];
         let now = ctx.ks.now;
         for (d, idx, shard) in ctx.ks.all_shards_mut() {
             let slot = if d == a {
