@@ -132,6 +132,33 @@ impl Default for Carry {
     }
 }
 
+/// A request's arguments as the slow log would record them.
+enum Kept {
+    /// The slow log is off.
+    Nothing,
+    /// The raw request (its arguments are parsed again only if it turns out slow).
+    Frame(Bytes),
+    /// The arguments (an inline request, which has no raw frame).
+    Args(Vec<Bytes>),
+}
+
+impl Kept {
+    /// The arguments.
+    fn args(self) -> Vec<Bytes> {
+        match self {
+            Kept::Nothing => Vec::new(),
+            Kept::Frame(f) => {
+                let mut buf = BytesMut::from(&f[..]);
+                let mut args = Vec::new();
+                let _ =
+                    slotgate_protocol::resp::parse_command(&mut buf, &mut args, &Limits::default());
+                args
+            }
+            Kept::Args(a) => a,
+        }
+    }
+}
+
 /// A client on its way between two workers, its socket detached from the old worker's reactor.
 pub enum Moving {
     /// Just accepted by a worker that is not serving clients now.
@@ -292,9 +319,8 @@ async fn run(
     let mut out = BytesMut::new();
     let mut enc = BytesMut::new();
     let mut args: Vec<Bytes> = Vec::new();
-    type Args = smallvec::SmallVec<[Bytes; 4]>;
     // Grows with the pipeline depth actually used; idle clients keep nothing.
-    let mut batch: Vec<(Pending, &'static str, Instant, Args, Option<u16>)> = Vec::new();
+    let mut batch: Vec<(Pending, &'static str, Kept, Option<u16>)> = Vec::new();
     let idle = proxy.cfg().idle_timeout;
     loop {
         // Safe point to change workers: every reply written, no backend work in flight. A
@@ -340,10 +366,11 @@ async fn run(
         loop {
             // Dispatch up to max_pipeline requests; their backend work starts immediately.
             let mut protocol_error = None;
-            let (max_pipeline, slowlog_on) = {
+            let (max_pipeline, slow_us) = {
                 let c = proxy.cfg();
-                (c.max_pipeline, c.slowlog_slower_than_us >= 0)
+                (c.max_pipeline, c.slowlog_slower_than_us)
             };
+            let slowlog_on = slow_us >= 0;
             if proxy.draining.load(Ordering::Relaxed) {
                 return Ok(None);
             }
@@ -360,22 +387,23 @@ async fn run(
                     Ok(Some(Parsed::Command)) => {
                         let top = slotgate_protocol::commands::lookup(&args[0]);
                         let raw = parser.take_frame();
+                        // What the slow log would show: the raw request (one reference) or
+                        // its arguments; turned into text only for a slow request.
+                        let kept = match (&raw, slowlog_on) {
+                            (_, false) => Kept::Nothing,
+                            (Some(f), true) => Kept::Frame(f.clone()),
+                            (None, true) => Kept::Args(args.clone()),
+                        };
                         let p = splitter::dispatch(proxy, st, top, &args, raw, &mut enc);
                         let name = top.map(|s| s.name).unwrap_or("unknown");
                         // After a (P|S)SUBSCRIBE the rest of the input is read in pub/sub mode.
                         let is_close = matches!(p, Pending::Close(_) | Pending::Subscribe(_));
                         let slot = match &p {
-                            Pending::Single { slot, .. } | Pending::Blocking { slot, .. } => {
-                                Some(*slot)
-                            }
+                            Pending::Single { slot, .. } => Some(*slot),
+                            Pending::Blocking(b) => Some(b.slot),
                             _ => None,
                         };
-                        let kept: Args = if slowlog_on {
-                            args.iter().cloned().collect()
-                        } else {
-                            Args::new()
-                        };
-                        batch.push((p, name, started, kept, slot));
+                        batch.push((p, name, kept, slot));
                         if is_close {
                             closing = matches!(batch.last(), Some((Pending::Close(_), ..)));
                             break;
@@ -395,13 +423,14 @@ async fn run(
                 out = st.router.bufs.take();
             }
             let mut subscribe = None;
-            for (p, name, started, kept, slot) in batch.drain(..) {
+            let (mut done, mut last) = (0, None);
+            for (p, name, kept, slot) in batch.drain(..) {
                 let reply = match p {
                     Pending::Subscribe(args) => {
                         subscribe = Some(args);
                         continue;
                     }
-                    p @ Pending::Blocking { .. } => {
+                    p @ Pending::Blocking(_) => {
                         // Wait for the backend, but notice a client that goes away.
                         let fut = p.resolve(proxy, st, started);
                         tokio::pin!(fut);
@@ -420,7 +449,7 @@ async fn run(
                 };
                 let elapsed = started.elapsed();
                 cm.record(name, reply.first() != Some(&b'-'), elapsed);
-                if slowlog_on && name != "slowlog" {
+                if slowlog_on && name != "slowlog" && elapsed.as_micros() as u64 >= slow_us as u64 {
                     let node = slot
                         .and_then(|s| st.router.map().master_of(s).map(|a| a.to_string()))
                         .unwrap_or_default();
@@ -433,15 +462,20 @@ async fn run(
                         .unwrap_or_default();
                     proxy.maybe_slowlog(
                         elapsed.as_micros() as u64,
-                        &kept,
+                        &kept.args(),
                         &st.info.addr,
                         cname,
                         node,
                     );
                 }
-                proxy.commands.fetch_add(1, Ordering::Relaxed);
-                *st.info.last_cmd.lock() = name;
                 out.extend_from_slice(&reply);
+                last = Some(name);
+                done += 1;
+            }
+            // Shared counters once per batch, not per request.
+            proxy.commands.fetch_add(done, Ordering::Relaxed);
+            if let Some(name) = last {
+                *st.info.last_cmd.lock() = name;
             }
             if let Some(args) = subscribe {
                 sock.write_all(&out).await?;

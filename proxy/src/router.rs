@@ -106,6 +106,31 @@ impl Router {
             .clone()
     }
 
+    /// Queues a request on `addr`'s pool (RESP3 pool when `resp3`) for `client` (the hot
+    /// path: the pool is used in place, without taking a reference to it).
+    pub fn send(
+        &self,
+        addr: &Arc<str>,
+        resp3: bool,
+        client: u64,
+        data: bytes::Bytes,
+    ) -> tokio::sync::oneshot::Receiver<Result<bytes::Bytes, crate::pool::BackendError>> {
+        let pools = if resp3 {
+            &self.resp3_pools
+        } else {
+            &self.pools
+        };
+        if let Some(p) = pools.get(addr) {
+            return p.send(client, data, 1);
+        }
+        let p = if resp3 {
+            self.pool3(addr)
+        } else {
+            self.pool(addr)
+        };
+        p.send(client, data, 1)
+    }
+
     /// The RESP3 pool for a node (for clients that said HELLO 3).
     pub fn pool3(&self, addr: &Arc<str>) -> Arc<Pool> {
         if let Some(p) = self.resp3_pools.get(addr) {

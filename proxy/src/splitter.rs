@@ -75,21 +75,25 @@ pub enum Pending {
     Close(Bytes),
     /// A transaction step on the client's pinned connection.
     Tx(crate::session::TxOp),
-    /// A blocking command on its own connection.
-    Blocking {
-        /// The slot of its keys.
-        slot: u16,
-        /// The encoded command.
-        data: Bytes,
-        /// Its first key (probes whether the node still owns the slot).
-        key: Bytes,
-        /// The command's own timeout (None: waits forever).
-        timeout: Option<std::time::Duration>,
-        /// BLMOVE / BRPOPLPUSH: a timeout answers a null bulk (others a null array).
-        null_bulk: bool,
-    },
+    /// A blocking command on its own connection (boxed: rare, and it keeps every pending
+    /// request small).
+    Blocking(Box<Blocking>),
     /// (P|S)SUBSCRIBE: the connection switches to pub/sub mode.
     Subscribe(Vec<Bytes>),
+}
+
+/// A blocking command to run on its own connection.
+pub struct Blocking {
+    /// The slot of its keys.
+    pub slot: u16,
+    /// The encoded command.
+    pub data: Bytes,
+    /// Its first key (probes whether the node still owns the slot).
+    pub key: Bytes,
+    /// The command's own timeout (None: waits forever).
+    pub timeout: Option<std::time::Duration>,
+    /// BLMOVE / BRPOPLPUSH: a timeout answers a null bulk (others a null array).
+    pub null_bulk: bool,
 }
 
 /// Encodes `args` as a RESP command into `enc` and returns it as `Bytes`.
@@ -101,12 +105,7 @@ pub fn encode(enc: &mut BytesMut, args: &[impl AsRef<[u8]>]) -> Bytes {
 fn send_part(client: &ClientState, slot: u16, data: Bytes) -> Option<Rx> {
     let map = client.router.map();
     let addr = map.master_of(slot)?;
-    let pool = if client.resp3 {
-        client.router.pool3(addr)
-    } else {
-        client.router.pool(addr)
-    };
-    Some(pool.send(client.id, data, 1))
+    Some(client.router.send(addr, client.resp3, client.id, data))
 }
 
 /// Turns a request into a [`Pending`], sending backend work right away. `top` is
@@ -164,13 +163,13 @@ pub fn dispatch(
                 "CROSSSLOT Keys in request don't hash to the same slot",
             ));
         }
-        return Pending::Blocking {
+        return Pending::Blocking(Box::new(Blocking {
             slot: first,
             data: raw.unwrap_or_else(|| encode(enc, args)),
             key: args[kp[0]].clone(),
             timeout: blocking_timeout(spec.name, args),
             null_bulk: matches!(spec.name, "blmove" | "brpoplpush"),
-        };
+        }));
     }
     if same {
         let data = raw.unwrap_or_else(|| encode(enc, args));
@@ -495,13 +494,14 @@ impl Pending {
             Pending::Ready(b) | Pending::Close(b) => b,
             // Rare, large futures are boxed so the per-client task stays small.
             Pending::Tx(op) => Box::pin(crate::session::run_tx(op, client)).await,
-            Pending::Blocking {
-                slot,
-                data,
-                key,
-                timeout,
-                null_bulk,
-            } => {
+            Pending::Blocking(b) => {
+                let Blocking {
+                    slot,
+                    data,
+                    key,
+                    timeout,
+                    null_bulk,
+                } = *b;
                 Box::pin(crate::session::run_blocking(
                     client, slot, data, key, timeout, null_bulk,
                 ))

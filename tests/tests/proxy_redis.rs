@@ -774,6 +774,23 @@ fn config_slowlog_wait_replica_reads_sighup_and_drain() {
         matches!(&e[6], Frame::Bulk(n) if n.starts_with(b"127.0.0.1:")),
         "{e:?}"
     );
+    // An inline request is logged with its arguments too.
+    c.send(b"SET slowinline y\r\n");
+    assert_eq!(c.read(), Some(Frame::Simple("OK".into())));
+    let Frame::Array(entries) = c.cmd(&["SLOWLOG", "GET", "1"]) else {
+        panic!()
+    };
+    let Frame::Array(e) = &entries[0] else {
+        panic!()
+    };
+    assert_eq!(
+        e[3],
+        Frame::Array(vec![
+            Frame::bulk("SET"),
+            Frame::bulk("slowinline"),
+            Frame::bulk("y")
+        ])
+    );
     assert_eq!(c.cmd(&["SLOWLOG", "RESET"]), Frame::Simple("OK".into()));
     let Frame::Error(err) = c.cmd(&["CONFIG", "SET", "nosuch", "1"]) else {
         panic!()
