@@ -917,3 +917,50 @@ fn differential_against_redis() {
         }
     }
 }
+
+/// `maxclients`: the client over the limit gets redis-server's error and is closed, the others
+/// are unaffected, INFO counts the rejection, and a slot freed by a client that leaves can be
+/// taken again. Run against slotgate-node and, when installed, redis-server (the reference).
+fn check_maxclients(p: &Proc, who: &str) {
+    let mut a = Raw::connect(p.port);
+    let mut b = Raw::connect(p.port);
+    assert_eq!(a.cmd(&["PING"]), simple("PONG"), "{who}");
+    assert_eq!(b.cmd(&["PING"]), simple("PONG"), "{who}");
+    let mut c = Raw::connect(p.port);
+    assert_eq!(
+        c.read(),
+        Some(err("ERR max number of clients reached")),
+        "{who}"
+    );
+    assert!(c.closed(), "{who}: the refused client must be closed");
+    assert_eq!(a.cmd(&["PING"]), simple("PONG"), "{who}");
+    let info = text(&a.cmd(&["INFO", "stats"]));
+    let rejected: u64 = info_field(&info, "rejected_connections")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(rejected >= 1, "{who}: rejected_connections {rejected}");
+    // A client leaves: its place can be taken (the server notices the close shortly).
+    drop(b);
+    let t = Instant::now();
+    loop {
+        let mut d = Raw::connect(p.port);
+        d.send(b"*1\r\n$4\r\nPING\r\n");
+        match d.read() {
+            Some(f) if f == simple("PONG") => break,
+            other => assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{who}: freed place not taken: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn maxclients_refuses_extra_clients_like_redis() {
+    let node = start_node(&["--maxclients", "2"]);
+    check_maxclients(&node, "slotgate-node");
+    if let Some(redis) = start_redis(&["--maxclients", "2"]) {
+        check_maxclients(&redis, "redis-server");
+    }
+}
