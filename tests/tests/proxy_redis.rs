@@ -755,42 +755,30 @@ fn config_slowlog_wait_replica_reads_sighup_and_drain() {
         c.cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
         Frame::Simple("OK".into())
     );
+    // The newest slow-log entry: (its arguments, its client address).
+    let newest = |c: &mut Raw| -> (Frame, Frame) {
+        let Frame::Array(entries) = c.cmd(&["SLOWLOG", "GET", "1"]) else {
+            panic!()
+        };
+        let Frame::Array(e) = &entries[0] else {
+            panic!()
+        };
+        (e[3].clone(), e[6].clone())
+    };
+    let set = |k: &'static str, v: &'static str| {
+        Frame::Array(vec![Frame::bulk("SET"), Frame::bulk(k), Frame::bulk(v)])
+    };
     assert_eq!(c.cmd(&["SET", "slow", "x"]), Frame::Simple("OK".into()));
-    let Frame::Array(entries) = c.cmd(&["SLOWLOG", "GET", "1"]) else {
-        panic!()
-    };
-    let Frame::Array(e) = &entries[0] else {
-        panic!()
-    };
-    assert_eq!(
-        e[3],
-        Frame::Array(vec![
-            Frame::bulk("SET"),
-            Frame::bulk("slow"),
-            Frame::bulk("x")
-        ])
-    );
+    let (args, addr) = newest(&mut c);
+    assert_eq!(args, set("slow", "x"));
     assert!(
-        matches!(&e[6], Frame::Bulk(n) if n.starts_with(b"127.0.0.1:")),
-        "{e:?}"
+        matches!(&addr, Frame::Bulk(n) if n.starts_with(b"127.0.0.1:")),
+        "{addr:?}"
     );
     // An inline request is logged with its arguments too.
     c.send(b"SET slowinline y\r\n");
     assert_eq!(c.read(), Some(Frame::Simple("OK".into())));
-    let Frame::Array(entries) = c.cmd(&["SLOWLOG", "GET", "1"]) else {
-        panic!()
-    };
-    let Frame::Array(e) = &entries[0] else {
-        panic!()
-    };
-    assert_eq!(
-        e[3],
-        Frame::Array(vec![
-            Frame::bulk("SET"),
-            Frame::bulk("slowinline"),
-            Frame::bulk("y")
-        ])
-    );
+    assert_eq!(newest(&mut c).0, set("slowinline", "y"));
     assert_eq!(c.cmd(&["SLOWLOG", "RESET"]), Frame::Simple("OK".into()));
     let Frame::Error(err) = c.cmd(&["CONFIG", "SET", "nosuch", "1"]) else {
         panic!()
