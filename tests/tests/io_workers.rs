@@ -39,18 +39,20 @@ fn workers(c: &mut Raw) -> (usize, String, Vec<usize>) {
 
 /// Polls `DEBUG IO-WORKERS` until `ok` holds for the per-worker connection counts.
 fn wait_conns(c: &mut Raw, what: &str, ok: impl Fn(&[usize]) -> bool) -> Vec<usize> {
-    let t = Instant::now();
-    loop {
-        let (_, _, conns) = workers(c);
-        if ok(&conns) {
-            return conns;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{what}: connections per worker stayed {conns:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut seen = Vec::new();
+    slotgate_tests::repl::wait_until(
+        &format!("{what} (connections per worker)"),
+        Duration::from_secs(10),
+        || {
+            let n = workers(c).2;
+            if n != seen {
+                eprintln!("{what}: connections per worker {n:?}");
+            }
+            seen = n;
+            ok(&seen)
+        },
+    );
+    seen
 }
 
 /// Every stateful client gets a request, so it reaches the point where it may move, and its

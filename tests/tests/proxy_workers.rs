@@ -35,18 +35,20 @@ fn per_worker(c: &mut Raw) -> Vec<usize> {
 }
 
 fn wait_clients(c: &mut Raw, what: &str, ok: impl Fn(&[usize]) -> bool) -> Vec<usize> {
-    let t = Instant::now();
-    loop {
-        let n = per_worker(c);
-        if ok(&n) {
-            return n;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{what}: clients per worker stayed {n:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut seen = Vec::new();
+    slotgate_tests::repl::wait_until(
+        &format!("{what} (clients per worker)"),
+        Duration::from_secs(10),
+        || {
+            let n = per_worker(c);
+            if n != seen {
+                eprintln!("{what}: clients per worker {n:?}");
+            }
+            seen = n;
+            ok(&seen)
+        },
+    );
+    seen
 }
 
 struct Clients {
