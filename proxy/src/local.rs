@@ -569,12 +569,11 @@ async fn to_master(proxy: &Proxy, client: &ClientState, addr: &Arc<str>, data: B
 }
 
 async fn to_master_once(client: &ClientState, addr: &Arc<str>, data: Bytes) -> Bytes {
-    let pool = if client.resp3 {
-        client.router.pool3(addr)
-    } else {
-        client.router.pool(addr)
-    };
-    match pool.send(client.id, data, 1).await {
+    match client
+        .router
+        .send(addr, client.resp3, client.id, data, 1)
+        .await
+    {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => error_reply(&format!("ERR slotgate: {e}")),
         Err(_) => error_reply("ERR slotgate: backend connection closed"),
@@ -585,12 +584,11 @@ async fn all_masters(client: &ClientState, data: &Bytes) -> Vec<Bytes> {
     let masters = sorted_masters(client);
     let mut rxs = Vec::new();
     for m in &masters {
-        let pool = if client.resp3 {
-            client.router.pool3(m)
-        } else {
-            client.router.pool(m)
-        };
-        rxs.push(pool.send(client.id, data.clone(), 1));
+        rxs.push(
+            client
+                .router
+                .send(m, client.resp3, client.id, data.clone(), 1),
+        );
     }
     let mut out = Vec::new();
     for rx in rxs {

@@ -56,12 +56,7 @@ pub async fn execute(
                 }
             },
         };
-        let pool = if resp3 {
-            router.pool3(&addr)
-        } else {
-            router.pool(&addr)
-        };
-        let res = pool.send(client, payload, frames).await;
+        let res = router.send(&addr, resp3, client, payload, frames).await;
         let reply = match res {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {

@@ -106,14 +106,25 @@ impl Router {
             .clone()
     }
 
-    /// Queues a request on `addr`'s pool (RESP3 pool when `resp3`) for `client` (the hot
-    /// path: the pool is used in place, without taking a reference to it).
+    /// The pool a client speaking RESP3 (`resp3`) or RESP2 uses for `addr`.
+    pub fn pool_for(&self, addr: &Arc<str>, resp3: bool) -> Arc<Pool> {
+        if resp3 {
+            self.pool3(addr)
+        } else {
+            self.pool(addr)
+        }
+    }
+
+    /// Queues `data` (answered by `frames` reply frames) on `addr`'s pool for `client`, as
+    /// [`Router::pool_for`] picks it (the hot path: an existing pool is used in place,
+    /// without taking a reference to it).
     pub fn send(
         &self,
         addr: &Arc<str>,
         resp3: bool,
         client: u64,
         data: bytes::Bytes,
+        frames: u32,
     ) -> tokio::sync::oneshot::Receiver<Result<bytes::Bytes, crate::pool::BackendError>> {
         let pools = if resp3 {
             &self.resp3_pools
@@ -121,14 +132,9 @@ impl Router {
             &self.pools
         };
         if let Some(p) = pools.get(addr) {
-            return p.send(client, data, 1);
+            return p.send(client, data, frames);
         }
-        let p = if resp3 {
-            self.pool3(addr)
-        } else {
-            self.pool(addr)
-        };
-        p.send(client, data, 1)
+        self.pool_for(addr, resp3).send(client, data, frames)
     }
 
     /// The RESP3 pool for a node (for clients that said HELLO 3).

@@ -105,7 +105,7 @@ pub fn encode(enc: &mut BytesMut, args: &[impl AsRef<[u8]>]) -> Bytes {
 fn send_part(client: &ClientState, slot: u16, data: Bytes) -> Option<Rx> {
     let map = client.router.map();
     let addr = map.master_of(slot)?;
-    Some(client.router.send(addr, client.resp3, client.id, data))
+    Some(client.router.send(addr, client.resp3, client.id, data, 1))
 }
 
 /// Turns a request into a [`Pending`], sending backend work right away. `top` is
@@ -604,11 +604,7 @@ pub async fn reload_script(
     }
     let body = proxy.script(args.get(1)?)?;
     crate::metrics::error("noscript_reload");
-    let pool = if client.resp3 {
-        client.router.pool3(addr)
-    } else {
-        client.router.pool(addr)
-    };
+    let pool = client.router.pool_for(addr, client.resp3);
     let mut enc = BytesMut::new();
     let load = encode(&mut enc, &[&b"SCRIPT"[..], b"LOAD", &body]);
     let r = pool.send(client.id, load, 1).await.ok()?.ok()?;
