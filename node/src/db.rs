@@ -105,30 +105,6 @@ impl From<&[u8]> for Key {
     }
 }
 
-impl From<Box<[u8]>> for Key {
-    fn from(k: Box<[u8]>) -> Key {
-        if k.len() <= INLINE_KEY {
-            Key::from(&k[..])
-        } else {
-            Key::Heap(k)
-        }
-    }
-}
-
-impl From<Vec<u8>> for Key {
-    fn from(k: Vec<u8>) -> Key {
-        Key::from(k.into_boxed_slice())
-    }
-}
-
-impl From<Key> for Box<[u8]> {
-    fn from(k: Key) -> Box<[u8]> {
-        match k {
-            Key::Heap(b) => b,
-            k => Box::from(&*k),
-        }
-    }
-}
 /// The map of one hash slot.
 pub type KeyMap = hashbrown::HashMap<Key, Entry>;
 
@@ -821,11 +797,7 @@ mod tests {
             let k = Key::from(&bytes[..]);
             assert_eq!(matches!(k, Key::Inline { .. }), n <= INLINE_KEY, "len {n}");
             assert_eq!(&*k, &bytes[..]);
-            assert_eq!(Key::from(bytes.clone()), k);
-            assert_eq!(
-                Box::<[u8]>::from(k.clone()),
-                bytes.clone().into_boxed_slice()
-            );
+            assert_eq!(k.clone(), k);
             m.insert(k, Entry::new(Value::Str(bytes.clone())));
             // Found by a borrowed slice: the hash is the slice's.
             assert!(m.contains_key(&bytes[..]), "len {n}");
