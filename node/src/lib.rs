@@ -17,6 +17,7 @@ pub mod longdouble;
 // Prometheus `/metrics` (`metrics-port`), issue 7.
 pub mod metrics;
 pub mod pubsub;
+pub mod ranked;
 pub mod rdb;
 pub mod replication;
 pub mod reply;

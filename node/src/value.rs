@@ -3,8 +3,9 @@
 //! Collections are boxed so a [`Value`] stays small (the keyspace holds millions of them).
 //! Elements are `Box<[u8]>`: owned, exact-size copies, never slices of a network buffer.
 
+use crate::ranked::Ranked;
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 /// An owned element (list item, hash field/value, set or sorted-set member).
 pub type Elem = Box<[u8]>;
@@ -182,11 +183,17 @@ impl Ord for Score {
     }
 }
 
-/// A sorted set: member → score, plus the (score, member) order.
+/// A sorted set: member → score, plus the (score, member) order with positions
+/// ([`Ranked`]: rank, select and range bounds in O(log n), as Redis's skiplist).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ZSet {
     scores: Map<Elem, f64>,
-    order: BTreeSet<(Score, Elem)>,
+    order: Ranked<(Score, Elem)>,
+}
+
+/// Orders an entry of the order against (score, member) without building a key.
+fn cmp_entry(e: &(Score, Elem), score: f64, member: &[u8]) -> Ordering {
+    e.0.cmp(&Score(score)).then_with(|| e.1[..].cmp(member))
 }
 
 impl ZSet {
@@ -212,9 +219,13 @@ impl ZSet {
         match self.scores.get_mut(member) {
             Some(old) => {
                 if *old != score {
-                    let key = member.to_vec().into_boxed_slice();
-                    self.order.remove(&(Score(*old), key.clone()));
+                    let old_score = *old;
                     *old = score;
+                    let key = self
+                        .order
+                        .remove_by(|e| cmp_entry(e, old_score, member))
+                        .map(|(_, k)| k)
+                        .unwrap_or_else(|| member.into());
                     self.order.insert((Score(score), key));
                 }
                 false
@@ -232,7 +243,7 @@ impl ZSet {
     pub fn remove(&mut self, member: &[u8]) -> bool {
         match self.scores.remove(member) {
             Some(old) => {
-                self.order.remove(&(Score(old), member.into()));
+                self.order.remove_by(|e| cmp_entry(e, old, member));
                 true
             }
             None => false,
@@ -241,7 +252,46 @@ impl ZSet {
 
     /// Members in ascending (score, member) order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + '_ {
-        self.order.iter().map(|(s, m)| (&m[..], s.0))
+        self.range(0, self.len())
+    }
+
+    /// Members at ranks `lo..hi` (clamped), ascending; `.rev()` walks them descending.
+    pub fn range(
+        &self,
+        lo: usize,
+        hi: usize,
+    ) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + '_ {
+        self.order.range(lo, hi).map(|(s, m)| (&m[..], s.0))
+    }
+
+    /// The member and score at rank `i`.
+    pub fn get(&self, i: usize) -> Option<(&[u8], f64)> {
+        self.order.get(i).map(|(s, m)| (&m[..], s.0))
+    }
+
+    /// Ranks `lo..hi` of the members whose scores lie in the given inclusive/exclusive
+    /// bounds (empty when none do).
+    pub fn score_span(&self, min: f64, min_excl: bool, max: f64, max_excl: bool) -> (usize, usize) {
+        let lo = self
+            .order
+            .partition_point(|(s, _)| if min_excl { s.0 <= min } else { s.0 < min });
+        let hi = self
+            .order
+            .partition_point(|(s, _)| if max_excl { s.0 < max } else { s.0 <= max });
+        (lo, hi.max(lo))
+    }
+
+    /// Ranks `lo..hi` of a lexicographic range, found as Redis finds it (by bisection, which
+    /// assumes every member has the same score): from the first member `gte_min` accepts to
+    /// the last one `lte_max` accepts.
+    pub fn lex_span(
+        &self,
+        gte_min: impl Fn(&[u8]) -> bool,
+        lte_max: impl Fn(&[u8]) -> bool,
+    ) -> (usize, usize) {
+        let lo = self.order.partition_point(|(_, m)| !gte_min(m));
+        let hi = self.order.partition_point(|(_, m)| lte_max(m));
+        (lo, hi.max(lo))
     }
 
     /// Members with scores in the given inclusive/exclusive bounds, ascending.
@@ -251,20 +301,17 @@ impl ZSet {
         min_excl: bool,
         max: f64,
         max_excl: bool,
-    ) -> impl Iterator<Item = (&[u8], f64)> + '_ {
-        use std::ops::Bound;
-        let lo: Bound<(Score, Elem)> = Bound::Included((Score(min), Box::default()));
-        self.order
-            .range((lo, Bound::Unbounded))
-            .map(|(s, m)| (&m[..], s.0))
-            .filter(move |(_, s)| if min_excl { *s > min } else { *s >= min })
-            .take_while(move |(_, s)| if max_excl { *s < max } else { *s <= max })
+    ) -> impl DoubleEndedIterator<Item = (&[u8], f64)> + '_ {
+        let (lo, hi) = self.score_span(min, min_excl, max, max_excl);
+        self.range(lo, hi)
     }
 
     /// 0-based rank of `member` in ascending order.
     pub fn rank(&self, member: &[u8]) -> Option<usize> {
         let score = self.score(member)?;
-        let key: (Score, Elem) = (Score(score), member.into());
-        Some(self.order.range(..key).count())
+        Some(
+            self.order
+                .partition_point(|e| cmp_entry(e, score, member) == Ordering::Less),
+        )
     }
 }

@@ -493,6 +493,68 @@ fn large_set_lines() -> Vec<String> {
     lines
 }
 
+/// Generated lines: sets of thousands of members, so ranks, score and lex ranges and LIMIT
+/// offsets cross many chunks of the node's sorted order, before and after removals that
+/// shrink and merge them.
+fn big_set_lines() -> Vec<String> {
+    let mut zadd = String::from("ZADD B");
+    for i in 0..6000u64 {
+        // Many members share a score, so the member tie-break orders them.
+        zadd.push_str(&format!(" {} b{i:05}", (i * 7919 % 1201) as f64 / 8.0));
+    }
+    let mut lex = String::from("ZADD BL");
+    for i in 0..4000u64 {
+        lex.push_str(&format!(" 0 x{:05}", i * 7 % 4000));
+    }
+    let mut lines = vec![zadd, lex];
+    let queries = |lines: &mut Vec<String>| {
+        lines.push("ZCARD B".into());
+        for p in [
+            0i64, 1, 255, 256, 511, 512, 513, 1000, 2999, 3000, 5990, -1, -600,
+        ] {
+            lines.push(format!("ZRANGE B {p} {} WITHSCORES", p + 9));
+            lines.push(format!("ZRANGE B {p} {} REV WITHSCORES", p + 9));
+        }
+        for m in ["b00000", "b00513", "b02048", "b04999", "b05999", "nosuch"] {
+            lines.push(format!("ZRANK B {m}"));
+            lines.push(format!("ZREVRANK B {m}"));
+        }
+        for (lo, hi) in [
+            ("-inf", "+inf"),
+            ("10", "(20"),
+            ("(37.5", "100.125"),
+            ("149", "150"),
+        ] {
+            lines.push(format!("ZCOUNT B {lo} {hi}"));
+            lines.push(format!("ZRANGEBYSCORE B {lo} {hi} LIMIT 700 5 WITHSCORES"));
+            lines.push(format!(
+                "ZREVRANGEBYSCORE B {hi} {lo} LIMIT 1500 6 WITHSCORES"
+            ));
+        }
+        for (lo, hi) in [("-", "+"), ("[x01000", "(x03500"), ("(x00511", "[x00530")] {
+            lines.push(format!("ZLEXCOUNT BL {lo} {hi}"));
+            lines.push(format!("ZRANGEBYLEX BL {lo} {hi} LIMIT 600 4"));
+            lines.push(format!("ZREVRANGEBYLEX BL {hi} {lo} LIMIT 900 4"));
+        }
+    };
+    queries(&mut lines);
+    for l in [
+        "ZRANGESTORE BS B 1000 (2000 BYSCORE LIMIT 100 1000",
+        "ZCARD BS",
+        "ZRANGE BS 500 505 WITHSCORES",
+        "ZREMRANGEBYRANK B 100 2600",
+        "ZREMRANGEBYSCORE B (120 130",
+        "ZREMRANGEBYLEX BL [x00100 (x03000",
+        "ZPOPMIN B 300",
+        "ZPOPMAX B 200",
+        "ZADD B 75 b00001 75.5 b00002 -1 b09999",
+    ] {
+        lines.push(l.to_string());
+    }
+    queries(&mut lines);
+    lines
+}
+
 /// Runs SCRIPT on a fresh slotgate and a fresh redis-server and compares every reply.
 fn differential(resp3: bool) {
     let Some(redis) = start_redis(&[]) else {
@@ -508,7 +570,8 @@ fn differential(resp3: bool) {
     }
     let mut missing: HashSet<String> = HashSet::new();
     let mut mismatches = Vec::new();
-    let generated = large_set_lines();
+    let mut generated = large_set_lines();
+    generated.extend(big_set_lines());
     let script = SCRIPT.lines().chain(generated.iter().map(String::as_str));
     for line in script.map(str::trim).filter(|l| !l.is_empty()) {
         let (needs, line) = match line.strip_prefix('?').and_then(|l| l.split_once('|')) {

@@ -926,9 +926,14 @@ fn sort_generic(ctx: &mut Ctx, readonly: bool) -> Outcome {
         Some(Value::ZSet(z)) if direct => {
             let (s, n) = (start as usize, (end - start + 1) as usize);
             if desc {
-                items.extend(z.iter().rev().skip(s).take(n).map(|(m, _)| item(m)));
+                let end = z.len().saturating_sub(s);
+                items.extend(
+                    z.range(end.saturating_sub(n), end)
+                        .rev()
+                        .map(|(m, _)| item(m)),
+                );
             } else {
-                items.extend(z.iter().skip(s).take(n).map(|(m, _)| item(m)));
+                items.extend(z.range(s, s.saturating_add(n)).map(|(m, _)| item(m)));
             }
         }
         Some(Value::List(l)) => items.extend(l.iter().map(|e| item(e))),

@@ -394,22 +394,6 @@ impl ScoreRange {
         })
     }
 
-    fn gte_min(&self, s: f64) -> bool {
-        if self.minex {
-            s > self.min
-        } else {
-            s >= self.min
-        }
-    }
-
-    fn lte_max(&self, s: f64) -> bool {
-        if self.maxex {
-            s < self.max
-        } else {
-            s <= self.max
-        }
-    }
-
     fn is_empty(&self) -> bool {
         self.min > self.max || (self.min == self.max && (self.minex || self.maxex))
     }
@@ -865,7 +849,8 @@ fn zcount(ctx: &mut Ctx) -> Outcome {
     let n = if r.is_empty() {
         0
     } else {
-        z.range_by_score(r.min, r.minex, r.max, r.maxex).count()
+        let (lo, hi) = z.score_span(r.min, r.minex, r.max, r.maxex);
+        hi - lo
     };
     ctx.out.int(n as i64);
     Outcome::Done
@@ -878,12 +863,8 @@ fn zlexcount(ctx: &mut Ctx) -> Outcome {
         return Outcome::Done;
     };
     let z = zset!(ctx, &args[1], { ctx.out.int(0) });
-    let n = z
-        .iter()
-        .skip_while(|(m, _)| !r.gte_min(m))
-        .take_while(|(m, _)| r.lte_max(m))
-        .count();
-    ctx.out.int(n as i64);
+    let (lo, hi) = z.lex_span(|m| r.gte_min(m), |m| r.lte_max(m));
+    ctx.out.int((hi - lo) as i64);
     Outcome::Done
 }
 
@@ -975,6 +956,26 @@ impl Sink {
                 }
             }
         }
+    }
+}
+
+/// The members at ranks `lo..hi` after LIMIT's `skip` and `take`, ascending or (`rev`) from
+/// the top down; the offset is a rank step, not a walk.
+fn limited(
+    sink: &mut Sink,
+    out: &mut Reply,
+    z: &ZSet,
+    (lo, hi): (usize, usize),
+    rev: bool,
+    skip: usize,
+    take: usize,
+) {
+    if rev {
+        let end = hi.saturating_sub(skip).max(lo);
+        sink.take(out, || z.range(end.saturating_sub(take).max(lo), end).rev())
+    } else {
+        let start = lo.saturating_add(skip).min(hi);
+        sink.take(out, || z.range(start, start.saturating_add(take).min(hi)))
     }
 }
 
@@ -1103,49 +1104,26 @@ fn zrange_generic(
     match parsed {
         Parsed::Rank(s, e) => match rank_span(s, e, z.len()) {
             None => sink.take(out, std::iter::empty),
-            Some((s, n)) if rev => sink.take(out, || z.iter().rev().skip(s).take(n)),
-            Some((s, n)) => sink.take(out, || z.iter().skip(s).take(n)),
+            Some((s, n)) if rev => {
+                let end = z.len() - s;
+                sink.take(out, || z.range(end.saturating_sub(n), end).rev())
+            }
+            Some((s, n)) => sink.take(out, || z.range(s, s + n)),
         },
         Parsed::Score(r) => {
             if empty_limit || r.is_empty() {
                 sink.take(out, std::iter::empty)
-            } else if rev {
-                sink.take(out, || {
-                    z.iter()
-                        .rev()
-                        .skip_while(move |(_, s)| !r.lte_max(*s))
-                        .take_while(move |(_, s)| r.gte_min(*s))
-                        .skip(skip)
-                        .take(take)
-                })
             } else {
-                sink.take(out, || {
-                    z.range_by_score(r.min, r.minex, r.max, r.maxex)
-                        .skip(skip)
-                        .take(take)
-                })
+                let (lo, hi) = z.score_span(r.min, r.minex, r.max, r.maxex);
+                limited(&mut sink, out, z, (lo, hi), rev, skip, take)
             }
         }
         Parsed::Lex(r) => {
             if empty_limit {
                 sink.take(out, std::iter::empty)
-            } else if rev {
-                sink.take(out, || {
-                    z.iter()
-                        .rev()
-                        .skip_while(move |(m, _)| !r.lte_max(m))
-                        .take_while(move |(m, _)| r.gte_min(m))
-                        .skip(skip)
-                        .take(take)
-                })
             } else {
-                sink.take(out, || {
-                    z.iter()
-                        .skip_while(move |(m, _)| !r.gte_min(m))
-                        .take_while(move |(m, _)| r.lte_max(m))
-                        .skip(skip)
-                        .take(take)
-                })
+                let span = z.lex_span(|m| r.gte_min(m), |m| r.lte_max(m));
+                limited(&mut sink, out, z, span, rev, skip, take)
             }
         }
     }
@@ -1213,14 +1191,11 @@ fn zremrange_generic(ctx: &mut Ctx, rangetype: RangeType) -> Outcome {
                 .collect()
         }
     } else if let Some(r) = lex {
-        z.iter()
-            .skip_while(|(m, _)| !r.gte_min(m))
-            .take_while(|(m, _)| r.lte_max(m))
-            .map(|(m, _)| m.into())
-            .collect()
+        let (lo, hi) = z.lex_span(|m| r.gte_min(m), |m| r.lte_max(m));
+        z.range(lo, hi).map(|(m, _)| m.into()).collect()
     } else {
         match rank_span(rank.0, rank.1, z.len()) {
-            Some((s, n)) => z.iter().skip(s).take(n).map(|(m, _)| m.into()).collect(),
+            Some((s, n)) => z.range(s, s + n).map(|(m, _)| m.into()).collect(),
             None => Vec::new(),
         }
     };
@@ -1764,7 +1739,7 @@ fn zrandmember(ctx: &mut Ctx) -> Outcome {
     if args.len() < 3 {
         let z = zset!(ctx, key, { ctx.out.null() });
         let i = rand::thread_rng().gen_range(0..z.len().max(1));
-        match z.iter().nth(i) {
+        match z.get(i) {
             Some((m, _)) => ctx.out.bulk(m),
             None => ctx.out.null(),
         }
@@ -1794,12 +1769,12 @@ fn zrandmember(ctx: &mut Ctx) -> Outcome {
     let size = z.len();
     let mut rng = rand::thread_rng();
     if !uniq || count == 1 {
-        // Sampling with repetition: random order, members may repeat.
-        let all: Vec<(&[u8], f64)> = z.iter().collect();
+        // Sampling with repetition: random order, members may repeat. Each pick is a rank.
         pairs_header(ctx.out, count as usize, withscores);
         for _ in 0..count {
-            let (m, s) = all[rng.gen_range(0..size)];
-            write_pair(ctx.out, m, s, withscores);
+            if let Some((m, s)) = z.get(rng.gen_range(0..size)) {
+                write_pair(ctx.out, m, s, withscores);
+            }
         }
         return Outcome::Done;
     }
@@ -1809,12 +1784,12 @@ fn zrandmember(ctx: &mut Ctx) -> Outcome {
         return Outcome::Done;
     }
     let count = count as usize;
-    let all: Vec<(&[u8], f64)> = z.iter().collect();
     let picks = rand::seq::index::sample(&mut rng, size, count);
     pairs_header(ctx.out, count, withscores);
     for i in picks.iter() {
-        let (m, s) = all[i];
-        write_pair(ctx.out, m, s, withscores);
+        if let Some((m, s)) = z.get(i) {
+            write_pair(ctx.out, m, s, withscores);
+        }
     }
     Outcome::Done
 }
@@ -2069,7 +2044,7 @@ mod tests {
             minex: false,
             maxex: false,
         });
-        assert!(!r.gte_min(1.0) && r.gte_min(1.5) && r.lte_max(f64::INFINITY));
+        assert!(r.minex && r.min == 1.0 && !r.maxex && r.max == f64::INFINITY);
         assert!(ScoreRange::parse(b"(1", b"(1").is_some_and(|r| r.is_empty()));
         assert!(ScoreRange::parse(b"x", b"1").is_none());
         let l = LexRange::parse(b"[b", b"(d");
