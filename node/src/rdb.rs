@@ -426,7 +426,7 @@ pub fn read_object(rdb_type: u8, r: &mut Reader<'_>) -> Result<Value> {
         }
         types::SET => {
             let n = r.count()?;
-            let mut s = Set::with_capacity(n);
+            let mut s = Set::with_capacity_and_hasher(n, Default::default());
             for _ in 0..n {
                 if !s.insert(r.elem()?) {
                     return Err(RdbError::Corrupt("duplicate set member"));
@@ -436,7 +436,7 @@ pub fn read_object(rdb_type: u8, r: &mut Reader<'_>) -> Result<Value> {
         }
         types::HASH => {
             let n = r.count()?;
-            let mut h = Map::with_capacity(n);
+            let mut h = Map::with_capacity_and_hasher(n, Default::default());
             for _ in 0..n {
                 let f = r.elem()?;
                 let v = r.elem()?;
@@ -537,7 +537,7 @@ fn hash_from_pairs(items: &[Item<'_>]) -> Result<Map<Elem, Elem>> {
     if !items.len().is_multiple_of(2) {
         return Err(RdbError::Corrupt("odd number of hash entries"));
     }
-    let mut h = Map::with_capacity(items.len() / 2);
+    let mut h = Map::with_capacity_and_hasher(items.len() / 2, Default::default());
     for pair in items.chunks_exact(2) {
         if h.insert(pair[0].elem(), pair[1].elem()).is_some() {
             return Err(RdbError::Corrupt("duplicate hash field"));
@@ -576,7 +576,7 @@ fn intset_members(blob: &[u8]) -> Result<Set<Elem>> {
     if n.checked_mul(width) != Some(r.remaining()) {
         return Err(RdbError::Corrupt("intset length mismatch"));
     }
-    let mut s = Set::with_capacity(n);
+    let mut s = Set::with_capacity_and_hasher(n, Default::default());
     for chunk in r.bytes(n * width)?.chunks_exact(width) {
         let v = match width {
             2 => i64::from(i16::from_le_bytes([chunk[0], chunk[1]])),

@@ -9,10 +9,30 @@ use std::collections::VecDeque;
 
 /// An owned element (list item, hash field/value, set or sorted-set member).
 pub type Elem = Box<[u8]>;
-/// Hash map used inside values.
-pub type Map<K, V> = hashbrown::HashMap<K, V>;
-/// Hash set used inside values.
-pub type Set<K> = hashbrown::HashSet<K>;
+/// The hasher of every map and set inside values (hashbrown's default: foldhash).
+pub type Hasher = hashbrown::DefaultHashBuilder;
+/// A hash value's fields, and other maps inside values. Insertion-ordered with O(1) access
+/// by position, so HRANDFIELD/SRANDMEMBER/SPOP pick in O(1) as Redis does; small hashes
+/// also keep Redis's listpack order (see [`remove_field`]).
+pub type Map<K, V> = indexmap::IndexMap<K, V, Hasher>;
+/// A set value's members (insertion-ordered, O(1) access by position).
+pub type Set<K> = indexmap::IndexSet<K, Hasher>;
+/// The member → score map of a sorted set (no positional access needed).
+pub type ScoreMap = hashbrown::HashMap<Elem, f64>;
+
+/// Up to this many fields a hash keeps its fields in insertion order when one is removed,
+/// as Redis's listpack encoding does (removal shifts; O(n) only while n is this small).
+pub const ORDERED_FIELDS: usize = 128;
+
+/// Removes `field` from a hash: order-preserving while the hash is small (Redis's listpack
+/// order), O(1) swap otherwise (Redis's hashtable order is arbitrary too).
+pub fn remove_field(h: &mut Map<Elem, Elem>, field: &[u8]) -> Option<Elem> {
+    if h.len() <= ORDERED_FIELDS {
+        h.shift_remove(field)
+    } else {
+        h.swap_remove(field)
+    }
+}
 
 /// A stored value.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,7 +207,7 @@ impl Ord for Score {
 /// ([`Ranked`]: rank, select and range bounds in O(log n), as Redis's skiplist).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ZSet {
-    scores: Map<Elem, f64>,
+    scores: ScoreMap,
     order: Ranked<(Score, Elem)>,
 }
 

@@ -697,3 +697,85 @@ fn store_variants_and_expiry() {
     assert_eq!(sorted_bulks(&run(&mut c, "SUNION gone b")), ["2", "3", "4"]);
     assert_eq!(run(&mut c, "SMOVE gone a x"), int(0));
 }
+
+/// SRANDMEMBER, SPOP and HRANDFIELD on collections of thousands: every pick is a member,
+/// distinct when Redis promises it, popped members leave the set, and popping one at a time
+/// drains it with each member exactly once.
+#[test]
+fn random_picks_on_large_collections() {
+    let node = start_node(&[]);
+    let mut c = Raw::connect(node.port);
+    let n = 3000usize;
+    let members: std::collections::HashSet<String> = (0..n).map(|i| format!("m{i}")).collect();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let mut sadd = vec!["SADD".to_string(), "s".to_string()];
+        let mut hset = vec!["HSET".to_string(), "h".to_string()];
+        for i in chunk {
+            sadd.push(format!("m{i}"));
+            hset.push(format!("f{i}"));
+            hset.push(format!("v{i}"));
+        }
+        let sadd: Vec<&str> = sadd.iter().map(String::as_str).collect();
+        let hset: Vec<&str> = hset.iter().map(String::as_str).collect();
+        assert_eq!(c.cmd(&sadd), int(500));
+        assert_eq!(c.cmd(&hset), int(500));
+    }
+
+    let one = bulks(&Frame::Array(vec![run(&mut c, "SRANDMEMBER s")]));
+    assert!(members.contains(&one[0]));
+    let distinct = bulks(&run(&mut c, "SRANDMEMBER s 200"));
+    assert_eq!(distinct.len(), 200);
+    assert_eq!(
+        distinct
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        200
+    );
+    assert!(distinct.iter().all(|m| members.contains(m)));
+    let repeats = bulks(&run(&mut c, "SRANDMEMBER s -5000"));
+    assert_eq!(repeats.len(), 5000);
+    assert!(repeats.iter().all(|m| members.contains(m)));
+    // 5000 draws from 3000 members reach well over a thousand different ones.
+    assert!(
+        repeats
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 1000
+    );
+
+    let fields = sort_flat_pairs(match &run(&mut c, "HRANDFIELD h 100 WITHVALUES") {
+        Frame::Array(v) => v,
+        other => panic!("not an array: {other:?}"),
+    });
+    assert_eq!(fields.len(), 200);
+    for pair in fields.chunks(2) {
+        let (f, v) = (bulks(&Frame::Array(vec![pair[0].clone()])), &pair[1]);
+        let i = f[0].trim_start_matches('f');
+        assert_eq!(v, &bulk(&format!("v{i}")));
+    }
+    let mut fset = bulks(&Frame::Array(fields.iter().step_by(2).cloned().collect()));
+    fset.dedup();
+    assert_eq!(fset.len(), 100);
+
+    let popped = bulks(&run(&mut c, "SPOP s 1000"));
+    assert_eq!(popped.len(), 1000);
+    let popped: std::collections::HashSet<String> = popped.into_iter().collect();
+    assert_eq!(popped.len(), 1000);
+    assert_eq!(run(&mut c, "SCARD s"), int(2000));
+    let rest: std::collections::HashSet<String> = sorted_bulks(&run(&mut c, "SMEMBERS s"))
+        .into_iter()
+        .collect();
+    assert!(rest.is_disjoint(&popped));
+    assert_eq!(rest.union(&popped).count(), n);
+    let mut drained = std::collections::HashSet::new();
+    for _ in 0..2000 {
+        match run(&mut c, "SPOP s") {
+            Frame::Bulk(b) => assert!(drained.insert(String::from_utf8_lossy(&b).into_owned())),
+            other => panic!("SPOP gave {other:?}"),
+        }
+    }
+    assert_eq!(drained, rest);
+    assert_eq!(run(&mut c, "EXISTS s"), int(0));
+}

@@ -13,7 +13,6 @@ use crate::glob::glob_match;
 use crate::reply::Reply;
 use crate::value::{Elem, Map, Value};
 use bytes::Bytes;
-use hashbrown::hash_map::EntryRef;
 use rand::Rng;
 use slotgate_protocol::resp::parse_i64;
 
@@ -69,9 +68,8 @@ fn write_hash<'e>(ks: &'e mut Locked<'_>, key: &[u8]) -> Option<&'e mut Map<Elem
 /// Sets `field` to `value`; true when the field is new. Reuses the old allocation when the
 /// new value has the same length.
 fn put(h: &mut Map<Elem, Elem>, field: &[u8], value: &[u8]) -> bool {
-    match h.entry_ref(field) {
-        EntryRef::Occupied(mut o) => {
-            let old = o.get_mut();
+    match h.get_mut(field) {
+        Some(old) => {
             if old.len() == value.len() {
                 old.copy_from_slice(value);
             } else {
@@ -79,8 +77,8 @@ fn put(h: &mut Map<Elem, Elem>, field: &[u8], value: &[u8]) -> bool {
             }
             false
         }
-        EntryRef::Vacant(v) => {
-            v.insert(value.into());
+        None => {
+            h.insert(field.into(), value.into());
             true
         }
     }
@@ -109,7 +107,7 @@ fn set_pairs(ctx: &mut Ctx, name: &str) -> Option<i64> {
             }
         }
     } else {
-        let mut h = Map::with_capacity(pairs.len() / 2);
+        let mut h = Map::with_capacity_and_hasher(pairs.len() / 2, Default::default());
         for p in pairs.chunks_exact(2) {
             added += put(&mut h, &p[0], &p[1]) as i64;
         }
@@ -186,7 +184,7 @@ fn hdel(ctx: &mut Ctx) -> Outcome {
     }) = ctx.ks.get_mut(key)
     {
         for f in fields {
-            n += h.remove(&f[..]).is_some() as i64;
+            n += crate::value::remove_field(h, &f[..]).is_some() as i64;
         }
     }
     ctx.ks.remove_if_empty(key);
@@ -386,8 +384,8 @@ fn hrandfield(ctx: &mut Ctx) -> Outcome {
     if args.len() == 2 {
         if let Ok(h) = read_hash(ctx.ks, ctx.out, &args[1]) {
             let f = h.and_then(|h| {
-                h.keys()
-                    .nth(rand::thread_rng().gen_range(0..h.len().max(1)))
+                h.get_index(rand::thread_rng().gen_range(0..h.len().max(1)))
+                    .map(|(f, _)| f)
             });
             ctx.out.opt_bulk(f.map(|f| &f[..]));
         }
@@ -436,11 +434,11 @@ fn hrandfield(ctx: &mut Ctx) -> Outcome {
             out.error("ERR value is out of range");
             return Outcome::Done;
         }
-        let all: Vec<(&Elem, &Elem)> = h.iter().collect();
         header(out, n as usize);
         for _ in 0..n {
-            let (f, v) = all[rng.gen_range(0..all.len())];
-            emit(out, f, v);
+            if let Some((f, v)) = h.get_index(rng.gen_range(0..h.len())) {
+                emit(out, f, v);
+            }
         }
     } else if count as u64 >= h.len() as u64 {
         header(out, h.len());
@@ -452,15 +450,9 @@ fn hrandfield(ctx: &mut Ctx) -> Outcome {
         let mut picks = rand::seq::index::sample(&mut rng, h.len(), n).into_vec();
         picks.sort_unstable();
         header(out, n);
-        let mut next = picks.iter().peekable();
-        for (i, (f, v)) in h.iter().enumerate() {
-            match next.peek() {
-                Some(&&p) if p == i => {
-                    next.next();
-                    emit(out, f, v);
-                }
-                Some(_) => {}
-                None => break,
+        for &i in &picks {
+            if let Some((f, v)) = h.get_index(i) {
+                emit(out, f, v);
             }
         }
     }

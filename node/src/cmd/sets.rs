@@ -140,7 +140,7 @@ fn sadd(ctx: &mut Ctx) -> Outcome {
             }
         }
     } else {
-        let mut s = Set::with_capacity(members.len());
+        let mut s = Set::with_capacity_and_hasher(members.len(), Default::default());
         for m in members {
             if !s.contains(&m[..]) {
                 s.insert(m[..].into());
@@ -166,7 +166,7 @@ fn srem(ctx: &mut Ctx) -> Outcome {
     let mut n = 0;
     if let Some(s) = set_mut(ctx.ks, key) {
         for m in members {
-            n += s.remove(&m[..]) as i64;
+            n += s.swap_remove(&m[..]) as i64;
         }
     }
     ctx.ks.remove_if_empty(key);
@@ -217,19 +217,14 @@ fn scard(ctx: &mut Ctx) -> Outcome {
     Outcome::Done
 }
 
-/// Removes and returns the members at the (sorted, distinct) iteration positions `picks`.
+/// Removes and returns the members at the (sorted, distinct) positions `picks`: from the
+/// highest down, so each swap-removal fills its hole with a member not picked yet.
 fn extract_at(s: &mut Set<Elem>, picks: &[usize]) -> Vec<Elem> {
-    let mut i = 0;
-    let mut next = picks.iter().peekable();
-    s.extract_if(|_| {
-        let take = next.peek().is_some_and(|&&p| p == i);
-        if take {
-            next.next();
-        }
-        i += 1;
-        take
-    })
-    .collect()
+    picks
+        .iter()
+        .rev()
+        .filter_map(|&i| s.swap_remove_index(i))
+        .collect()
 }
 
 fn spop(ctx: &mut Ctx) -> Outcome {
@@ -298,10 +293,7 @@ fn srandmember(ctx: &mut Ctx) -> Outcome {
     }
     if args.len() == 2 {
         if let Ok(s) = read_set(ctx.ks, ctx.out, &args[1]) {
-            let m = s.and_then(|s| {
-                s.iter()
-                    .nth(rand::thread_rng().gen_range(0..s.len().max(1)))
-            });
+            let m = s.and_then(|s| s.get_index(rand::thread_rng().gen_range(0..s.len().max(1))));
             ctx.out.opt_bulk(m.map(|m| &m[..]));
         }
         return Outcome::Done;
@@ -327,10 +319,11 @@ fn srandmember(ctx: &mut Ctx) -> Outcome {
             out.error("ERR value is out of range");
             return Outcome::Done;
         }
-        let all: Vec<&Elem> = s.iter().collect();
         out.array(n as usize);
         for _ in 0..n {
-            out.bulk(all[rng.gen_range(0..all.len())]);
+            if let Some(m) = s.get_index(rng.gen_range(0..s.len())) {
+                out.bulk(m);
+            }
         }
     } else if count as u64 >= s.len() as u64 {
         out.array(s.len());
@@ -342,15 +335,9 @@ fn srandmember(ctx: &mut Ctx) -> Outcome {
         let mut picks = rand::seq::index::sample(&mut rng, s.len(), n).into_vec();
         picks.sort_unstable();
         out.array(n);
-        let mut next = picks.iter().peekable();
-        for (i, m) in s.iter().enumerate() {
-            match next.peek() {
-                Some(&&p) if p == i => {
-                    next.next();
-                    out.bulk(m);
-                }
-                Some(_) => {}
-                None => break,
+        for &i in &picks {
+            if let Some(m) = s.get_index(i) {
+                out.bulk(m);
             }
         }
     }
@@ -374,7 +361,7 @@ fn smove(ctx: &mut Ctx) -> Outcome {
         ctx.out.int(present as i64);
         return Outcome::Done;
     }
-    let moved = set_mut(ctx.ks, src).and_then(|s| s.take(member));
+    let moved = set_mut(ctx.ks, src).and_then(|s| s.swap_take(member));
     ctx.ks.remove_if_empty(src);
     if let Some(m) = moved {
         if let Value::Set(d) = &mut ctx.ks.get_or_insert_with(dst, Value::new_set).value {
@@ -408,7 +395,7 @@ fn intersect<'a>(sets: &[Option<&'a Set<Elem>>], limit: usize) -> Vec<&'a [u8]> 
 
 /// Members of the union of `sets`.
 fn union<'a>(sets: &[Option<&'a Set<Elem>>]) -> Vec<&'a [u8]> {
-    let mut seen: Set<&'a [u8]> = Set::new();
+    let mut seen: Set<&'a [u8]> = Set::default();
     let mut res = Vec::new();
     for s in sets.iter().flatten() {
         for m in s.iter() {
@@ -453,7 +440,7 @@ fn set_op_store(ctx: &mut Ctx, op: SetOp) -> Outcome {
     let dst = &ctx.args[1][..];
     let res = with_sets(ctx.ks, ctx.out, &ctx.args[2..], |sets, _| {
         let res = op(sets);
-        let mut owned: Set<Elem> = Set::with_capacity(res.len());
+        let mut owned: Set<Elem> = Set::with_capacity_and_hasher(res.len(), Default::default());
         owned.extend(res.into_iter().map(Elem::from));
         owned
     });
