@@ -500,6 +500,13 @@ impl<'a> Locked<'a> {
             .unwrap_or(self.guards.len() - 1)
     }
 
+    /// Shard `idx` of the current database, locked now if it is not held yet: SCAN locks
+    /// only the shards of the slots it visits instead of the whole database.
+    pub fn shard(&mut self, idx: usize) -> &Shard {
+        let pos = self.ensure_locked((self.db as u16, idx as u16));
+        &self.guards[pos].1
+    }
+
     fn shard_for(&mut self, key: &[u8]) -> (&mut Shard, u16) {
         let (ptr, len) = (key.as_ptr() as usize, key.len());
         let slot = match self.known_slots.iter().find(|k| k.0 == ptr && k.1 == len) {

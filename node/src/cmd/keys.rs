@@ -508,33 +508,33 @@ fn scan(ctx: &mut Ctx) -> Outcome {
         i += 2;
     }
     let now = ctx.ks.now;
-    let mut found: Vec<&[u8]> = Vec::new();
+    // The keys found, back to back in `arena` (copied out: each visited shard is locked as
+    // the walk reaches it, so no borrow of one outlives the next lock).
+    let (mut arena, mut ends): (Vec<u8>, Vec<usize>) = (Vec::new(), Vec::new());
     let mut next: u64 = 0;
     // A cursor past the last slot (never handed out) ends the iteration at once.
     if cursor < SLOT_COUNT as u64 {
-        let table = shard_table(ctx.ks);
         let mut slot = cursor as usize;
         let mut examined = 0usize;
         while slot < SLOT_COUNT {
-            if let Some(shard) = table[slot % SHARDS] {
-                let map = shard.slot_map(slot as u16);
-                examined += map.len();
-                for (k, e) in map {
-                    if !live(e, now) {
+            let map = ctx.ks.shard(slot % SHARDS).slot_map(slot as u16);
+            examined += map.len();
+            for (k, e) in map {
+                if !live(e, now) {
+                    continue;
+                }
+                if let Some(p) = &pattern {
+                    if !glob_match(p, k, false) {
                         continue;
                     }
-                    if let Some(p) = &pattern {
-                        if !glob_match(p, k, false) {
-                            continue;
-                        }
-                    }
-                    if let Some(t) = type_filter {
-                        if t != Some(e.value.kind()) {
-                            continue;
-                        }
-                    }
-                    found.push(k);
                 }
+                if let Some(t) = type_filter {
+                    if t != Some(e.value.kind()) {
+                        continue;
+                    }
+                }
+                arena.extend_from_slice(k);
+                ends.push(arena.len());
             }
             slot += 1;
             if examined >= count {
@@ -547,9 +547,11 @@ fn scan(ctx: &mut Ctx) -> Outcome {
     }
     ctx.out.array(2);
     ctx.out.bulk(next.to_string().as_bytes());
-    ctx.out.array(found.len());
-    for k in found {
-        ctx.out.bulk(k);
+    ctx.out.array(ends.len());
+    let mut start = 0;
+    for end in ends {
+        ctx.out.bulk(&arena[start..end]);
+        start = end;
     }
     Outcome::Done
 }

@@ -200,11 +200,12 @@ impl Registry {
     }
 }
 
-/// Commands that read or change the whole database: they lock every shard.
+/// Commands that read or change the whole database: they lock every shard. (SCAN locks
+/// only the shards of the slots one call visits, as it reaches them.)
 fn db_wide(name: &str) -> bool {
     matches!(
         name,
-        "keys" | "scan" | "dbsize" | "randomkey" | "flushdb" | "exec" | "swapdb"
+        "keys" | "dbsize" | "randomkey" | "flushdb" | "exec" | "swapdb"
     )
 }
 
