@@ -759,6 +759,17 @@ fn random_picks_on_large_collections() {
     fset.dedup();
     assert_eq!(fset.len(), 100);
 
+    // HSCAN/SSCAN steps are COUNT-sized on large collections (one call is O(COUNT)).
+    for (cmd, per) in [("HSCAN h 0 COUNT 10", 20), ("SSCAN s 0 COUNT 10", 10)] {
+        match run(&mut c, cmd) {
+            Frame::Array(parts) => {
+                assert_ne!(parts[0], bulk("0"), "{cmd}: finished in one step");
+                assert_eq!(bulks(&parts[1]).len(), per, "{cmd}");
+            }
+            other => panic!("{cmd} gave {other:?}"),
+        }
+    }
+
     let popped = bulks(&run(&mut c, "SPOP s 1000"));
     assert_eq!(popped.len(), 1000);
     let popped: std::collections::HashSet<String> = popped.into_iter().collect();

@@ -3,7 +3,7 @@
 //!
 //! Also home of two helpers the set family shares:
 //! * the HSCAN/SSCAN cursor machinery ([`parse_scan_cursor`], [`parse_scan_opts`],
-//!   [`scan_batch`]), see [`scan_batch`] for how cursors work;
+//!   [`scan_positions`]), see [`scan_positions`] for how cursors work;
 //! * [`ld`], a software model of the x87 80-bit `long double` Redis uses for HINCRBYFLOAT, so
 //!   results print digit-for-digit as Redis prints them (`%.17Lf`, trailing zeros trimmed).
 
@@ -342,7 +342,9 @@ fn hscan(ctx: &mut Ctx) -> Outcome {
         // Redis returns a listpack-encoded hash whole, whatever the cursor.
         (0, h.iter().map(|(k, v)| (&k[..], v)).collect::<Vec<_>>())
     } else {
-        scan_batch(h.iter().map(|(k, v)| (&k[..], v)), h.len(), cursor, count)
+        let (next, range) = scan_positions(h.len(), cursor, count);
+        let batch = range.filter_map(|i| h.get_index(i));
+        (next, batch.map(|(k, v)| (&k[..], v)).collect::<Vec<_>>())
     };
     let keep = |f: &[u8]| pattern.is_none_or(|p| glob_match(p, f, false));
     let n = batch.iter().filter(|(f, _)| keep(f)).count();
@@ -551,63 +553,30 @@ pub(crate) fn write_scan_cursor(out: &mut Reply, cursor: u64) {
     out.bulk(&buf[i..]);
 }
 
-/// A fixed (process-independent) 64-bit hash of a field or member: the scan order.
-pub(crate) fn scan_hash(b: &[u8]) -> u64 {
-    // FNV-1a, then the splitmix64 finaliser to spread the bits.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &c in b {
-        h ^= c as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
-}
-
-/// One step of an HSCAN / SSCAN over a large collection.
+/// One step of an HSCAN / SSCAN over a large collection: the positions to visit and the
+/// next cursor.
 ///
-/// Elements are visited in the order of [`scan_hash`] of their field/member, a fixed order
-/// that does not depend on the collection's memory layout; the cursor is "the next hash
-/// value to visit" (0 = start and end). So, as Redis guarantees, every element present for
-/// the whole iteration is returned (exactly once), whatever is added or removed in between;
-/// elements added or removed meanwhile may or may not be returned.
-///
-/// Each call costs O(len) (one pass over the collection), so the batch holds at least
-/// `len / 32` elements (COUNT is only a hint, as in Redis) and a full iteration stays
-/// O(len) passes × 32. Elements sharing a hash value always go in the same batch.
-pub(crate) fn scan_batch<'a, T>(
-    items: impl Iterator<Item = (&'a [u8], T)>,
+/// Hashes and sets keep their elements at positions (`indexmap`): a new element is appended
+/// at the end, and a removal either moves the last element into the hole or (small hashes)
+/// shifts the elements above the hole down by one. The scan walks the positions from the end
+/// down, `count` per call, and the cursor is the lowest position visited (0 = start and end).
+/// Nothing that has not been visited ever moves up into the visited range: only the last
+/// element moves (down), shifts move elements down, and elements added meanwhile land at the
+/// end. So, as Redis guarantees, every element present for the whole iteration is returned;
+/// one moved down by a removal may be returned twice, and elements added meanwhile are not.
+/// Each call costs O(count).
+pub(crate) fn scan_positions(
     len: usize,
     cursor: u64,
     count: usize,
-) -> (u64, Vec<(&'a [u8], T)>) {
-    let want = count.max(len.div_ceil(32)).max(1);
-    let mut cand: Vec<(u64, &'a [u8], T)> = items
-        .filter_map(|(k, t)| {
-            let h = scan_hash(k);
-            (h >= cursor).then_some((h, k, t))
-        })
-        .collect();
-    if cand.len() <= want {
-        return (0, cand.into_iter().map(|(_, k, t)| (k, t)).collect());
-    }
-    cand.select_nth_unstable_by_key(want, |c| c.0);
-    let bound = cand[want].0;
-    let min = cand.iter().map(|c| c.0).min().unwrap_or(bound);
-    let (next, take_eq) = if min < bound {
-        (bound, false)
+) -> (u64, std::ops::Range<usize>) {
+    let top = if cursor == 0 {
+        len
     } else {
-        // Every candidate up to `want` shares one hash value: take all of them.
-        (bound.wrapping_add(1), true)
+        usize::try_from(cursor).map_or(len, |c| c.min(len))
     };
-    let batch = cand
-        .into_iter()
-        .filter(|c| c.0 < bound || (take_eq && c.0 == bound))
-        .map(|(_, k, t)| (k, t))
-        .collect();
-    (next, batch)
+    let low = top.saturating_sub(count.max(1));
+    (low as u64, low..top)
 }
 
 #[cfg(test)]
@@ -627,22 +596,42 @@ mod tests {
     }
 
     #[test]
-    fn scan_batches_cover_everything_once() {
-        let items: Vec<Vec<u8>> = (0..1000).map(|i| format!("m{i}").into_bytes()).collect();
+    fn position_scans_return_every_element_present_throughout() {
+        // A set scanned 7 at a time while other members are added and removed (removals swap
+        // the last member into the hole, as SREM and large-hash HDEL do).
+        // Members m* stay for the whole scan; x* (interleaved with them) are removed meanwhile.
+        let mut set: indexmap::IndexSet<String> = (0..1000)
+            .flat_map(|i| [format!("m{i}"), format!("x{i}")])
+            .collect();
         let mut seen = std::collections::HashSet::new();
-        let mut cursor = 0;
-        for _ in 0..10_000 {
-            let (next, batch) =
-                scan_batch(items.iter().map(|m| (&m[..], ())), items.len(), cursor, 10);
-            for (m, _) in batch {
-                assert!(seen.insert(m.to_vec()), "duplicate");
+        let (mut cursor, mut calls) = (0u64, 0u64);
+        loop {
+            calls += 1;
+            assert!(calls < 10_000, "scan does not end");
+            let (next, range) = scan_positions(set.len(), cursor, 7);
+            for i in range {
+                if let Some(m) = set.get_index(i) {
+                    seen.insert(m.clone());
+                }
+            }
+            set.insert(format!("new{calls}"));
+            // Remove x members all over the positions, visited or not.
+            for k in 0..3 {
+                set.swap_remove(&format!("x{}", (calls * 3 + k) * 7919 % 1000));
+            }
+            if calls % 3 == 0 {
+                set.swap_remove(&format!("new{}", calls - 1));
             }
             cursor = next;
             if cursor == 0 {
                 break;
             }
         }
-        assert_eq!(cursor, 0);
-        assert_eq!(seen.len(), items.len());
+        for i in 0..1000 {
+            assert!(seen.contains(&format!("m{i}")), "m{i} missed");
+        }
+        // A shrinking collection: the cursor is clamped, and the scan still ends.
+        assert_eq!(scan_positions(5, 100, 10), (0, 0..5));
+        assert_eq!(scan_positions(50, 0, 10), (40, 40..50));
     }
 }

@@ -6,7 +6,7 @@
 //! without copying them; the dispatcher has already locked every key's shard.
 
 use super::hashes::{
-    parse_rand_count, parse_scan_cursor, parse_scan_opts, scan_batch, write_empty_scan,
+    parse_rand_count, parse_scan_cursor, parse_scan_opts, scan_positions, write_empty_scan,
     write_scan_cursor, MAX_RANDOM_REPEATS,
 };
 use super::{Ctx, Handler, Outcome};
@@ -543,7 +543,9 @@ fn sscan(ctx: &mut Ctx) -> Outcome {
         // Redis returns an intset-encoded set whole, whatever the cursor.
         (0, s.iter().map(|m| (&m[..], ())).collect::<Vec<_>>())
     } else {
-        scan_batch(s.iter().map(|m| (&m[..], ())), s.len(), cursor, count)
+        let (next, range) = scan_positions(s.len(), cursor, count);
+        let batch = range.filter_map(|i| s.get_index(i));
+        (next, batch.map(|m| (&m[..], ())).collect::<Vec<_>>())
     };
     let keep = |m: &[u8]| pattern.is_none_or(|p| glob_match(p, m, false));
     let n = batch.iter().filter(|(m, _)| keep(m)).count();
