@@ -472,9 +472,11 @@ GET bf
 BITFIELD bf3 SET u4 #100 15
 STRLEN bf3
 PFADD h1 a b c d e
+GET h1
 PFADD h1 a
 PFADD h1
 PFADD h2
+GET h2
 PFCOUNT h1
 PFCOUNT h2
 PFCOUNT nokey
@@ -483,6 +485,7 @@ PFCOUNT h1 h3
 PFCOUNT h1 h3 nokey
 PFMERGE h4 h1 h3
 PFCOUNT h4
+GET h4
 PFMERGE h4
 PFMERGE h5
 PFCOUNT h5
@@ -510,6 +513,7 @@ PFCOUNT h7
 PFCOUNT h7 h3
 PFMERGE h7 h3
 PFCOUNT h7
+GET h7
 ";
 
 /// Commands whose RESP3 shape differs from RESP2.
@@ -990,6 +994,58 @@ PFCOUNT m2
 ",
     );
     compare(&mut n, &mut r, &probe);
+}
+
+/// A HyperLogLog grown one batch at a time from empty past the sparse limit: at every step
+/// the value (sparse, then dense) is byte for byte what redis-server holds, and so is its
+/// count; merging sparse values stays sparse, merging with a dense one gives dense.
+#[test]
+fn hyperloglog_sparse_then_dense_like_redis() {
+    let Some(redis) = start_redis(&[]) else {
+        eprintln!("SKIPPED hyperloglog_sparse_then_dense_like_redis: redis-server not installed");
+        return;
+    };
+    let node = start_node(&[]);
+    let mut n = Wire::connect(node.port);
+    let mut r = Wire::connect(redis.port);
+    let mut cmds = Vec::new();
+    let mut added = 0u32;
+    for step in [
+        1u32, 2, 5, 10, 30, 60, 100, 200, 300, 500, 800, 1200, 2000, 4000,
+    ] {
+        let mut c: Vec<Vec<u8>> = vec![b"PFADD".to_vec(), b"grow".to_vec()];
+        while added < step {
+            c.push(format!("user:{added}").into_bytes());
+            added += 1;
+        }
+        cmds.push(c);
+        cmds.push(parse_line("PFCOUNT grow"));
+        cmds.push(parse_line("STRLEN grow"));
+        cmds.push(parse_line("GET grow"));
+    }
+    for line in [
+        "PFADD s1 a b c",
+        "PFADD s2 c d e f",
+        "PFMERGE s3 s1 s2",
+        "GET s3",
+        "PFMERGE s4 s1 grow",
+        "STRLEN s4",
+        "PFCOUNT s4",
+        "GET s4",
+    ] {
+        cmds.push(parse_line(line));
+    }
+    compare(&mut n, &mut r, &cmds);
+    // The node's small values really are small; the big one is dense.
+    assert_eq!(n.q("STRLEN s1").trim_end(), r.q("STRLEN s1").trim_end());
+    let small: i64 = n
+        .q("STRLEN s3")
+        .trim_start_matches(':')
+        .trim_end()
+        .parse()
+        .unwrap_or(-1);
+    assert!((1..100).contains(&small), "sparse s3 is {small} bytes");
+    assert_eq!(n.q("STRLEN grow"), ":12304\r\n");
 }
 
 /// MSET/MGET/INCR from several connections at once: no lost updates, no torn multi-key writes.

@@ -2,10 +2,12 @@
 //!
 //! A HyperLogLog is a string value (TYPE says "string") laid out exactly as Redis does: a 16-byte
 //! header ("HYLL", encoding byte, 3 unused bytes, 8-byte little-endian cached cardinality whose
-//! top bit marks it stale) followed by the registers. We write the dense encoding (16384 6-bit
-//! registers) and read both dense and Redis's sparse encoding (e.g. values restored from a real
-//! Redis). Elements are hashed with MurmurHash64A (seed 0xadc83b19) and counted with Ertl's
-//! estimator, as Redis 7.0, so PFCOUNT gives the same numbers as Redis.
+//! top bit marks it stale) followed by the registers. As in Redis, a HyperLogLog starts in the
+//! sparse encoding (run-length opcodes, tens of bytes for a few elements) and becomes dense
+//! (16384 6-bit registers, 12 KiB) once a register passes 32 or the sparse form would pass
+//! 3000 bytes (`hll-sparse-max-bytes`). A sparse value is rewritten whole, in canonical form,
+//! when an element changes it. Elements are hashed with MurmurHash64A (seed 0xadc83b19) and
+//! counted with Ertl's estimator, as Redis 7.0, so PFCOUNT gives the same numbers as Redis.
 
 use super::{Ctx, Handler, Outcome};
 use crate::value::Value;
@@ -25,6 +27,14 @@ pub const DENSE_SIZE: usize = HDR + REGISTERS * 6 / 8;
 const ENC_DENSE: u8 = 0;
 const ENC_SPARSE: u8 = 1;
 const ALPHA_INF: f64 = 0.721_347_520_444_481_7;
+/// Redis's default `hll-sparse-max-bytes`: past this size a sparse value becomes dense.
+const SPARSE_MAX_BYTES: usize = 3000;
+/// The largest register value a sparse VAL opcode holds.
+const SPARSE_VAL_MAX: u8 = 32;
+/// The longest run of one VAL opcode, of a ZERO opcode and of an XZERO opcode.
+const SPARSE_VAL_RUN: usize = 4;
+const SPARSE_ZERO_RUN: usize = 64;
+const SPARSE_XZERO_RUN: usize = REGISTERS;
 
 const ERR_NOT_HLL: &str = "WRONGTYPE Key is not a valid HyperLogLog string value.";
 const ERR_CORRUPT: &str = "INVALIDOBJ Corrupted HLL object detected";
@@ -106,36 +116,90 @@ fn merge_into(max: &mut [u8], s: &[u8]) -> Result<(), ()> {
         }
         return Ok(());
     }
-    let mut i = 0usize;
-    let mut p = 0usize;
-    while p < regs.len() {
-        let b = regs[p];
-        if b & 0xc0 == 0 {
-            i += (b & 0x3f) as usize + 1;
-            p += 1;
-        } else if b & 0xc0 == 0x40 {
-            let next = *regs.get(p + 1).ok_or(())?;
-            i += ((((b & 0x3f) as usize) << 8) | next as usize) + 1;
-            p += 2;
-        } else {
-            let run = (b & 0x3) as usize + 1;
-            let val = ((b >> 2) & 0x1f) + 1;
-            if i + run > REGISTERS {
-                break;
-            }
-            for m in &mut max[i..i + run] {
-                if val > *m {
-                    *m = val;
-                }
-            }
-            i += run;
-            p += 1;
+    let mut runs = Vec::new();
+    sparse_runs(s, &mut runs)?;
+    let mut i = 0;
+    for (val, run) in runs {
+        for m in &mut max[i..i + run] {
+            *m = (*m).max(val);
         }
+        i += run;
+    }
+    Ok(())
+}
+
+/// The registers of the sparse value `s` as runs of (value, length) covering all of them, in
+/// order; Err when the opcodes are corrupt (they must cover exactly every register).
+fn sparse_runs(s: &[u8], runs: &mut Vec<(u8, usize)>) -> Result<(), ()> {
+    let ops = &s[HDR..];
+    let (mut i, mut p) = (0usize, 0usize);
+    while p < ops.len() {
+        let b = ops[p];
+        let (val, run) = if b & 0xc0 == 0 {
+            p += 1;
+            (0, (b & 0x3f) as usize + 1)
+        } else if b & 0xc0 == 0x40 {
+            let next = *ops.get(p + 1).ok_or(())?;
+            p += 2;
+            (0, ((((b & 0x3f) as usize) << 8) | next as usize) + 1)
+        } else {
+            p += 1;
+            (((b >> 2) & 0x1f) + 1, (b & 0x3) as usize + 1)
+        };
+        if i + run > REGISTERS {
+            return Err(());
+        }
+        runs.push((val, run));
+        i += run;
     }
     if i != REGISTERS {
         return Err(());
     }
     Ok(())
+}
+
+/// Register `i` of the sparse value `s`, read by walking its opcodes (0 past a corrupt end).
+fn sparse_get(s: &[u8], i: usize) -> u8 {
+    let ops = &s[HDR..];
+    let (mut start, mut p) = (0usize, 0usize);
+    while p < ops.len() {
+        let b = ops[p];
+        let (val, run) = if b & 0xc0 == 0 {
+            p += 1;
+            (0, (b & 0x3f) as usize + 1)
+        } else if b & 0xc0 == 0x40 {
+            let next = ops.get(p + 1).copied().unwrap_or(0);
+            p += 2;
+            (0, ((((b & 0x3f) as usize) << 8) | next as usize) + 1)
+        } else {
+            p += 1;
+            (((b >> 2) & 0x1f) + 1, (b & 0x3) as usize + 1)
+        };
+        if i < start + run {
+            return val;
+        }
+        start += run;
+    }
+    0
+}
+
+/// Raises register `i` of `runs` to `c`; false when it already held `c` or more.
+fn runs_raise(runs: &mut Vec<(u8, usize)>, i: usize, c: u8) -> bool {
+    let mut start = 0;
+    for k in 0..runs.len() {
+        let (val, run) = runs[k];
+        if i < start + run {
+            if val >= c {
+                return false;
+            }
+            let (left, right) = (i - start, start + run - i - 1);
+            let parts = [(val, left), (c, 1), (val, right)];
+            runs.splice(k..=k, parts.into_iter().filter(|p| p.1 > 0));
+            return true;
+        }
+        start += run;
+    }
+    false
 }
 
 fn tau(mut x: f64) -> f64 {
@@ -230,6 +294,86 @@ fn dense_from_registers(regs: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The sparse value holding `regs` (one byte per register; header with a valid zero cache),
+/// or None when it must be dense: a register above 32, or more than SPARSE_MAX_BYTES.
+fn sparse_from_registers(regs: &[u8]) -> Option<Vec<u8>> {
+    let mut runs: Vec<(u8, usize)> = Vec::new();
+    for &r in regs {
+        match runs.last_mut() {
+            Some((v, n)) if *v == r => *n += 1,
+            _ => runs.push((r, 1)),
+        }
+    }
+    sparse_from_runs(&runs)
+}
+
+/// The canonical sparse value of `runs` (adjacent equal runs merged, each run in the fewest
+/// opcodes), as Redis writes it; None when it must be dense.
+fn sparse_from_runs(runs: &[(u8, usize)]) -> Option<Vec<u8>> {
+    let mut v = Vec::with_capacity(HDR + 32);
+    sparse_encode(runs, &mut v).then_some(v)
+}
+
+/// Writes the canonical sparse value of `runs` into `v` (replacing its contents, keeping its
+/// buffer); false (and `v` unspecified) when it must be dense.
+fn sparse_encode(runs: &[(u8, usize)], v: &mut Vec<u8>) -> bool {
+    v.clear();
+    v.extend_from_slice(&EMPTY_SPARSE[..HDR]);
+    let mut k = 0;
+    while k < runs.len() {
+        let r = runs[k].0;
+        let mut run = 0;
+        while k < runs.len() && runs[k].0 == r {
+            run += runs[k].1;
+            k += 1;
+        }
+        if r > SPARSE_VAL_MAX {
+            return false;
+        }
+        while run > 0 {
+            if r != 0 {
+                let n = run.min(SPARSE_VAL_RUN);
+                v.push(0x80 | ((r - 1) << 2) | (n - 1) as u8);
+                run -= n;
+            } else if run > SPARSE_ZERO_RUN {
+                let n = run.min(SPARSE_XZERO_RUN) - 1;
+                v.push(0x40 | (n >> 8) as u8);
+                v.push((n & 0xff) as u8);
+                run -= n + 1;
+            } else {
+                v.push((run - 1) as u8);
+                run = 0;
+            }
+        }
+        if v.len() > SPARSE_MAX_BYTES {
+            return false;
+        }
+    }
+    true
+}
+
+/// A dense value holding `runs`, cache invalidated.
+fn dense_from_runs(runs: &[(u8, usize)]) -> Vec<u8> {
+    let mut regs = vec![0u8; REGISTERS];
+    let mut i = 0;
+    for &(val, run) in runs {
+        regs[i..i + run].fill(val);
+        i += run;
+    }
+    dense_from_registers(&regs)
+}
+
+/// The value holding `regs`: sparse when it can be, else dense; cache invalidated.
+fn value_from_registers(regs: &[u8]) -> Vec<u8> {
+    match sparse_from_registers(regs) {
+        Some(mut v) => {
+            invalidate_cache(&mut v);
+            v
+        }
+        None => dense_from_registers(regs),
+    }
+}
+
 fn invalidate_cache(s: &mut [u8]) {
     s[15] |= 0x80;
 }
@@ -282,16 +426,18 @@ fn pfadd(ctx: &mut Ctx) -> Outcome {
     match check(ctx, key) {
         Hll::Bad => return Outcome::Done,
         Hll::Missing => {
-            let mut v = new_dense();
+            // A new HyperLogLog is sparse, as Redis creates it. Creating the key counts as
+            // an update: the cache is stale even with no elements.
+            let mut runs = vec![(0u8, REGISTERS)];
             for e in elems {
                 let (i, c) = pat_len(e);
-                if dense_get(&v[HDR..], i) < c {
-                    dense_set(&mut v[HDR..], i, c);
-                }
+                runs_raise(&mut runs, i, c);
             }
-            if !elems.is_empty() {
-                invalidate_cache(&mut v);
+            let mut v = Vec::with_capacity(HDR + 32);
+            if !sparse_encode(&runs, &mut v) {
+                v = dense_from_runs(&runs);
             }
+            invalidate_cache(&mut v);
             ctx.ks.set(key, Value::Str(v), false);
             ctx.out.int(1);
             return Outcome::Done;
@@ -322,27 +468,32 @@ fn pfadd(ctx: &mut Ctx) -> Outcome {
         ctx.out.int(1);
         return Outcome::Done;
     }
-    // Sparse (written by a real Redis): decode, and rewrite as dense if anything changes.
-    let mut regs = vec![0u8; REGISTERS];
-    if merge_into(&mut regs, s).is_err() {
+    // Sparse: nothing to write unless an element raises a register (read in place).
+    let Some(first) = elems.iter().position(|e| {
+        let (i, c) = pat_len(e);
+        sparse_get(s, i) < c
+    }) else {
+        ctx.out.int(0);
+        return Outcome::Done;
+    };
+    // Edit its runs (O(opcodes), as Redis) and rewrite it in its own buffer: sparse while it
+    // fits, else dense.
+    let mut runs = Vec::with_capacity(s.len() - HDR + 4);
+    if sparse_runs(s, &mut runs).is_err() {
         ctx.out.error(ERR_CORRUPT);
         return Outcome::Done;
     }
-    let mut updated = false;
-    for e in elems {
+    for e in &elems[first..] {
         let (i, c) = pat_len(e);
-        if regs[i] < c {
-            regs[i] = c;
-            updated = true;
-        }
+        runs_raise(&mut runs, i, c);
     }
-    if updated {
-        let dense = dense_from_registers(&regs);
-        if let Some(e) = ctx.ks.get_mut(key) {
-            e.value = Value::Str(dense);
+    if let Some(Value::Str(v)) = ctx.ks.get_mut(key).map(|e| &mut e.value) {
+        if !sparse_encode(&runs, v) {
+            *v = dense_from_runs(&runs);
         }
+        invalidate_cache(v);
     }
-    ctx.out.int(updated as i64);
+    ctx.out.int(1);
     Outcome::Done
 }
 
@@ -395,18 +546,29 @@ fn pfcount(ctx: &mut Ctx) -> Outcome {
 fn pfmerge(ctx: &mut Ctx) -> Outcome {
     let args = ctx.args;
     let mut max = vec![0u8; REGISTERS];
+    // As Redis: the result is dense when any input (the destination included) is.
+    let mut any_dense = false;
     for k in &args[1..] {
         match check(ctx, k) {
             Hll::Bad => return Outcome::Done,
             Hll::Missing => continue,
             Hll::Valid => {}
         }
-        if merge_into(&mut max, hll_bytes(ctx, k)).is_err() {
+        let s = hll_bytes(ctx, k);
+        any_dense |= s[4] == ENC_DENSE;
+        if merge_into(&mut max, s).is_err() {
             ctx.out.error(ERR_CORRUPT);
             return Outcome::Done;
         }
     }
     let dest = &args[1][..];
+    let merged = |max: &[u8]| {
+        if any_dense {
+            dense_from_registers(max)
+        } else {
+            value_from_registers(max)
+        }
+    };
     let dense =
         matches!(ctx.ks.get(dest).map(|e| &e.value), Some(Value::Str(s)) if s[4] == ENC_DENSE);
     if dense {
@@ -420,10 +582,9 @@ fn pfmerge(ctx: &mut Ctx) -> Outcome {
             invalidate_cache(s);
         }
     } else if let Some(e) = ctx.ks.get_mut(dest) {
-        e.value = Value::Str(dense_from_registers(&max));
+        e.value = Value::Str(merged(&max));
     } else {
-        ctx.ks
-            .set(dest, Value::Str(dense_from_registers(&max)), false);
+        ctx.ks.set(dest, Value::Str(merged(&max)), false);
     }
     ctx.out.ok();
     Outcome::Done
@@ -465,6 +626,32 @@ mod tests {
         let est = count_value(&v).unwrap_or(0) as f64;
         assert!((est - 100_000.0).abs() / 100_000.0 < 0.02, "{est}");
         assert_eq!(count_value(&new_dense()), Ok(0));
+    }
+
+    #[test]
+    fn sparse_encoding_round_trips_or_declines() {
+        let mut regs = vec![0u8; REGISTERS];
+        for (i, v) in [
+            (0, 1u8),
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (4, 1),
+            (70, 32),
+            (16383, 7),
+        ] {
+            regs[i] = v;
+        }
+        let s = sparse_from_registers(&regs).unwrap_or_default();
+        assert!(is_valid(&s) && s[4] == ENC_SPARSE);
+        let mut back = vec![0u8; REGISTERS];
+        assert!(merge_into(&mut back, &s).is_ok());
+        assert_eq!(back, regs);
+        // A register above 32 has no VAL opcode; too many runs pass the size limit.
+        regs[9] = 33;
+        assert!(sparse_from_registers(&regs).is_none());
+        let busy: Vec<u8> = (0..REGISTERS).map(|i| (i % 2) as u8).collect();
+        assert!(sparse_from_registers(&busy).is_none());
     }
 
     #[test]
