@@ -243,6 +243,12 @@ impl Shard {
 
     /// Removes every key (FLUSHDB); touches watched keys.
     pub fn clear(&mut self) -> usize {
+        self.clear_detached().0
+    }
+
+    /// Removes every key as [`Shard::clear`], handing back the old per-slot maps (to be
+    /// freed elsewhere) with the number of keys they hold.
+    pub fn clear_detached(&mut self) -> (usize, Vec<KeyMap>) {
         let n = self.len();
         if !self.watched.is_empty() {
             // Only keys that exist are touched, as Redis does.
@@ -255,11 +261,9 @@ impl Shard {
                 }
             }
         }
-        for m in &mut self.maps {
-            *m = KeyMap::default();
-        }
+        let old = self.maps.iter_mut().map(std::mem::take).collect();
         self.expires = 0;
-        n
+        (n, old)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod db;
 pub mod glob;
+pub mod lazyfree;
 pub mod log;
 pub mod longdouble;
 // Prometheus `/metrics` (`metrics-port`), issue 7.

@@ -170,6 +170,8 @@ pub struct Server {
     pub repl: crate::replication::Replication,
     /// A weak handle to ourselves (for handlers that must start tasks owning the server).
     pub me: std::sync::OnceLock<std::sync::Weak<Server>>,
+    /// The background freeing thread (UNLINK, FLUSHALL/FLUSHDB ASYNC).
+    pub lazyfree: crate::lazyfree::LazyFree,
 }
 
 /// Random 40-hex identifier (run ids, node ids, replication ids).
@@ -211,6 +213,7 @@ impl Server {
                 config.get_int("repl-backlog-size").max(0) as usize
             ),
             me: std::sync::OnceLock::new(),
+            lazyfree: crate::lazyfree::LazyFree::new(),
             ks: Keyspace::new(dbs),
             log,
             config: RwLock::new(config),

@@ -173,6 +173,17 @@ impl Value {
         }
     }
 
+    /// About how many allocations freeing this value costs (decides lazy freeing).
+    pub fn free_effort(&self) -> usize {
+        match self {
+            Value::Str(_) => 1,
+            Value::List(l) => l.len(),
+            Value::Hash(h) => h.len(),
+            Value::Set(s) => s.len(),
+            Value::ZSet(z) => z.len(),
+        }
+    }
+
     /// A rough count of the bytes this value occupies (for MEMORY USAGE and INFO).
     pub fn approx_size(&self) -> usize {
         match self {

@@ -822,3 +822,59 @@ fn differential_against_redis() {
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// UNLINK frees a big value on the background thread and FLUSHALL ASYNC its keys: INFO's
+/// `lazyfreed_objects` counts them exactly as redis-server's does (1 per unlinked set of more
+/// than 64 members, 1 per key flushed), while DEL and small values are freed at once.
+#[test]
+fn unlink_and_flush_async_free_in_the_background_like_redis() {
+    let node = start_node(&[]);
+    let redis = start_redis(&[]);
+    if redis.is_none() {
+        eprintln!("note: redis-server not installed; checking slotgate-node alone");
+    }
+    let mut ports = vec![("slotgate-node", node.port)];
+    if let Some(r) = &redis {
+        ports.push(("redis-server", r.port));
+    }
+    let freed = |port: u16| -> i64 {
+        slotgate_tests::repl::info(port, "memory")
+            .get("lazyfreed_objects")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1)
+    };
+    for (name, port) in ports {
+        let mut r = Raw::connect(port);
+        // A set of 1000 strings: a hash table in redis-server too, freeing cost 1000.
+        let mut push = vec!["SADD", "big"];
+        let items: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+        push.extend(items.iter().map(String::as_str));
+        assert_eq!(r.cmd(&push), int(1000), "{name}");
+        assert_eq!(c(&mut r, "SADD small a b c"), int(3), "{name}");
+        let before = freed(port);
+        assert_eq!(c(&mut r, "UNLINK big small nosuch"), int(2), "{name}");
+        assert_eq!(c(&mut r, "EXISTS big small"), int(0), "{name}");
+        slotgate_tests::repl::wait_until(
+            "the unlinked list to be freed",
+            Duration::from_secs(10),
+            || freed(port) == before + 1,
+        );
+        push[1] = "big2";
+        assert_eq!(r.cmd(&push), int(1000), "{name}");
+        assert_eq!(c(&mut r, "DEL big2"), int(1), "{name}");
+        assert_eq!(c(&mut r, "MSET k1 a k2 b k3 c k4 d k5 e"), ok(), "{name}");
+        assert_eq!(c(&mut r, "FLUSHALL ASYNC"), ok(), "{name}");
+        assert_eq!(c(&mut r, "DBSIZE"), int(0), "{name}");
+        slotgate_tests::repl::wait_until(
+            "the flushed keys to be freed",
+            Duration::from_secs(10),
+            || freed(port) == before + 6,
+        );
+        let info = slotgate_tests::repl::info(port, "memory");
+        assert_eq!(
+            info.get("lazyfree_pending_objects").map(String::as_str),
+            Some("0"),
+            "{name}"
+        );
+    }
+}

@@ -57,12 +57,18 @@ fn live(e: &Entry, now: u64) -> bool {
 // ---------------------------------------------------------------------------------------------
 // DEL / UNLINK / EXISTS / TOUCH / TYPE
 
+/// DEL and UNLINK: UNLINK frees big values on the background thread.
 fn del(ctx: &mut Ctx) -> Outcome {
     let args = ctx.args;
+    let lazy = ctx.spec.name == "unlink";
     let mut n = 0;
     for k in &args[1..] {
-        if ctx.ks.remove(k).is_some() {
+        if let Some(e) = ctx.ks.remove(k) {
             n += 1;
+            if lazy {
+                let effort = e.value.free_effort();
+                ctx.server.lazyfree.free(e.value, effort);
+            }
         }
     }
     ctx.out.int(n);

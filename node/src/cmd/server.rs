@@ -440,8 +440,12 @@ fn info_section(ctx: &mut Ctx, name: &str, s: &mut String) {
             l(s, "mem_aof_buffer", &0);
             l(s, "mem_allocator", &"libc");
             l(s, "active_defrag_running", &0);
-            l(s, "lazyfree_pending_objects", &0);
-            l(s, "lazyfreed_objects", &0);
+            l(
+                s,
+                "lazyfree_pending_objects",
+                &ctx.server.lazyfree.pending(),
+            );
+            l(s, "lazyfreed_objects", &ctx.server.lazyfree.freed());
         }
         "persistence" => {
             s.push_str("# Persistence\r\n");
@@ -663,6 +667,11 @@ fn dbsize(ctx: &mut Ctx) -> Outcome {
     Outcome::Done
 }
 
+/// True when FLUSHDB / FLUSHALL was given ASYNC (the old keys are freed in the background).
+fn flush_async(ctx: &Ctx, from: usize) -> bool {
+    ctx.args.len() > from && ctx.arg_is(from, "ASYNC")
+}
+
 /// Checks the optional ASYNC|SYNC argument of FLUSHDB / FLUSHALL / FUNCTION FLUSH.
 fn flush_mode_ok(ctx: &Ctx, from: usize) -> bool {
     match ctx.args.len() - from {
@@ -677,7 +686,15 @@ fn flushdb(ctx: &mut Ctx) -> Outcome {
         ctx.out.syntax_error();
         return Outcome::Done;
     }
-    let removed: usize = ctx.ks.shards_mut().map(|(_, s)| s.clear()).sum();
+    let lazy = flush_async(ctx, 1);
+    let mut removed = 0;
+    for (_, s) in ctx.ks.shards_mut() {
+        let (n, maps) = s.clear_detached();
+        removed += n;
+        if lazy {
+            ctx.server.lazyfree.free_keys(maps, n);
+        }
+    }
     ctx.ks.dirty += removed as u64 + 1;
     ctx.out.ok();
     Outcome::Done
@@ -688,8 +705,16 @@ fn flushall(ctx: &mut Ctx) -> Outcome {
         ctx.out.syntax_error();
         return Outcome::Done;
     }
+    let lazy = flush_async(ctx, 1);
     ctx.ks.lock_everything();
-    let removed: usize = ctx.ks.all_shards_mut().map(|(_, _, s)| s.clear()).sum();
+    let mut removed = 0;
+    for (_, _, s) in ctx.ks.all_shards_mut() {
+        let (n, maps) = s.clear_detached();
+        removed += n;
+        if lazy {
+            ctx.server.lazyfree.free_keys(maps, n);
+        }
+    }
     ctx.ks.dirty += removed as u64 + 1;
     ctx.out.ok();
     Outcome::Done
