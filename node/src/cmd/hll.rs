@@ -128,24 +128,36 @@ fn merge_into(max: &mut [u8], s: &[u8]) -> Result<(), ()> {
     Ok(())
 }
 
+/// The opcodes of the sparse value `s` as runs of (value, length), in order; a truncated
+/// XZERO ends the walk with `Err`.
+fn sparse_ops(s: &[u8]) -> impl Iterator<Item = Result<(u8, usize), ()>> + '_ {
+    let ops = &s[HDR..];
+    let mut p = 0usize;
+    std::iter::from_fn(move || {
+        let b = *ops.get(p)?;
+        Some(if b & 0xc0 == 0 {
+            p += 1;
+            Ok((0, (b & 0x3f) as usize + 1))
+        } else if b & 0xc0 == 0x40 {
+            let Some(&next) = ops.get(p + 1) else {
+                p = ops.len();
+                return Some(Err(()));
+            };
+            p += 2;
+            Ok((0, ((((b & 0x3f) as usize) << 8) | next as usize) + 1))
+        } else {
+            p += 1;
+            Ok((((b >> 2) & 0x1f) + 1, (b & 0x3) as usize + 1))
+        })
+    })
+}
+
 /// The registers of the sparse value `s` as runs of (value, length) covering all of them, in
 /// order; Err when the opcodes are corrupt (they must cover exactly every register).
 fn sparse_runs(s: &[u8], runs: &mut Vec<(u8, usize)>) -> Result<(), ()> {
-    let ops = &s[HDR..];
-    let (mut i, mut p) = (0usize, 0usize);
-    while p < ops.len() {
-        let b = ops[p];
-        let (val, run) = if b & 0xc0 == 0 {
-            p += 1;
-            (0, (b & 0x3f) as usize + 1)
-        } else if b & 0xc0 == 0x40 {
-            let next = *ops.get(p + 1).ok_or(())?;
-            p += 2;
-            (0, ((((b & 0x3f) as usize) << 8) | next as usize) + 1)
-        } else {
-            p += 1;
-            (((b >> 2) & 0x1f) + 1, (b & 0x3) as usize + 1)
-        };
+    let mut i = 0usize;
+    for op in sparse_ops(s) {
+        let (val, run) = op?;
         if i + run > REGISTERS {
             return Err(());
         }
@@ -160,21 +172,9 @@ fn sparse_runs(s: &[u8], runs: &mut Vec<(u8, usize)>) -> Result<(), ()> {
 
 /// Register `i` of the sparse value `s`, read by walking its opcodes (0 past a corrupt end).
 fn sparse_get(s: &[u8], i: usize) -> u8 {
-    let ops = &s[HDR..];
-    let (mut start, mut p) = (0usize, 0usize);
-    while p < ops.len() {
-        let b = ops[p];
-        let (val, run) = if b & 0xc0 == 0 {
-            p += 1;
-            (0, (b & 0x3f) as usize + 1)
-        } else if b & 0xc0 == 0x40 {
-            let next = ops.get(p + 1).copied().unwrap_or(0);
-            p += 2;
-            (0, ((((b & 0x3f) as usize) << 8) | next as usize) + 1)
-        } else {
-            p += 1;
-            (((b >> 2) & 0x1f) + 1, (b & 0x3) as usize + 1)
-        };
+    let mut start = 0usize;
+    for op in sparse_ops(s) {
+        let Ok((val, run)) = op else { break };
         if i < start + run {
             return val;
         }
