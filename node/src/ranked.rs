@@ -122,7 +122,7 @@ impl<T> Ranked<T> {
             }
             self.rebuild();
         } else {
-            self.add_neg(ci);
+            self.add(ci, -1);
         }
         Some(x)
     }
@@ -199,18 +199,11 @@ impl<T> Ranked<T> {
         sum
     }
 
-    fn add(&mut self, ci: usize, delta: usize) {
+    /// Adds `delta` to the length of chunk `ci` in the Fenwick tree.
+    fn add(&mut self, ci: usize, delta: isize) {
         let mut i = ci + 1;
         while i < self.tree.len() {
-            self.tree[i] += delta;
-            i += i & i.wrapping_neg();
-        }
-    }
-
-    fn add_neg(&mut self, ci: usize) {
-        let mut i = ci + 1;
-        while i < self.tree.len() {
-            self.tree[i] -= 1;
+            self.tree[i] = self.tree[i].wrapping_add_signed(delta);
             i += i & i.wrapping_neg();
         }
     }
