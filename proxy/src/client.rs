@@ -306,6 +306,19 @@ async fn read_ready(sock: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result
     .await
 }
 
+/// Awaits `fut` and tells whether it had to wait (was not ready when first polled).
+async fn noting_wait<F: std::future::Future>(fut: F) -> (F::Output, bool) {
+    let mut fut = std::pin::pin!(fut);
+    let mut waited = false;
+    let out = std::future::poll_fn(|cx| {
+        let r = fut.as_mut().poll(cx);
+        waited |= r.is_pending();
+        r
+    })
+    .await;
+    (out, waited)
+}
+
 /// The client loop; `Some(worker)` when the client must move to that worker.
 /// (The socket and carried state are borrowed from [`drive`], so the task holds one copy.)
 async fn run(
@@ -424,6 +437,9 @@ async fn run(
             }
             let mut subscribe = None;
             let (mut done, mut last) = (0, None);
+            // The clock is read again only after a reply that had to be waited for: replies
+            // already there (most of a pipeline) share the last reading.
+            let mut now = started;
             for (p, name, kept, slot) in batch.drain(..) {
                 let reply = match p {
                     Pending::Subscribe(args) => {
@@ -434,7 +450,7 @@ async fn run(
                         // Wait for the backend, but notice a client that goes away.
                         let fut = p.resolve(proxy, st, started);
                         tokio::pin!(fut);
-                        loop {
+                        let r = loop {
                             tokio::select! {
                                 r = &mut fut => break r,
                                 n = sock.read_buf(rbuf) => {
@@ -443,11 +459,19 @@ async fn run(
                                     }
                                 }
                             }
-                        }
+                        };
+                        now = Instant::now();
+                        r
                     }
-                    p => p.resolve(proxy, st, started).await,
+                    p => {
+                        let (reply, waited) = noting_wait(p.resolve(proxy, st, started)).await;
+                        if waited {
+                            now = Instant::now();
+                        }
+                        reply
+                    }
                 };
-                let elapsed = started.elapsed();
+                let elapsed = now.saturating_duration_since(started);
                 cm.record(name, reply.first() != Some(&b'-'), elapsed);
                 if slowlog_on && name != "slowlog" && elapsed.as_micros() as u64 >= slow_us as u64 {
                     let node = slot
@@ -494,6 +518,7 @@ async fn run(
                 out.extend_from_slice(b"\r\n");
                 closing = true;
             }
+            cm.flush();
             cm.bytes(0, out.len() as u64);
             sock.write_all(&out).await?;
             out.clear();

@@ -65,7 +65,7 @@ pub struct Request {
 /// Live counters of a pool (metrics, status).
 #[derive(Default)]
 pub struct PoolStats {
-    /// Requests sent.
+    /// Requests written to the node.
     pub requests: AtomicU64,
     /// Errors (connect failures, lost connections).
     pub errors: AtomicU64,
@@ -83,7 +83,6 @@ pub struct Pool {
     down_until: Mutex<Option<(Instant, String)>>,
     /// Counters.
     pub stats: Arc<PoolStats>,
-    requests: metrics::Counter,
 }
 
 impl Pool {
@@ -111,7 +110,6 @@ impl Pool {
                 down: AtomicBool::new(false),
                 down_until: Mutex::new(None),
                 stats: stats.clone(),
-                requests: metrics::counter!("slotgate_backend_requests_total", "node" => addr.to_string()),
             }
         })
     }
@@ -128,8 +126,6 @@ impl Pool {
             let _ = tx.send(Err(BackendError::Unreachable(self.addr.clone(), reason)));
             return rx;
         }
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        self.requests.increment(1);
         let idx = (client as usize) % self.conns.len();
         let req = Request {
             data,
@@ -270,7 +266,10 @@ impl ConnTask {
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut wbuf = BytesMut::with_capacity(16 * 1024);
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
-        let latency = metrics::histogram!("slotgate_backend_duration_seconds", "node" => self.addr.to_string());
+        let latency = crate::metrics::Latency::backend(&self.addr);
+        let mut latencies = crate::metrics::LatencyBatch::default();
+        let requests =
+            metrics::counter!("slotgate_backend_requests_total", "node" => self.addr.to_string());
         // One timer per connection, armed while replies are awaited. It is reset only when it
         // fires (to the oldest request's deadline), not per request: the connection is
         // dropped once its oldest request has waited `read_timeout`, however much new work
@@ -303,8 +302,9 @@ impl ConnTask {
             let err = 'conn: loop {
                 // Queue everything available, then write it in one go.
                 if let Some(r) = next.take() {
-                    // One clock read for the whole write batch.
+                    // One clock read (and one count) for the whole write batch.
                     let sent = Instant::now();
+                    let queued = pending.len();
                     wbuf.extend_from_slice(&r.data);
                     pending.push_back(Pending {
                         frames: r.frames,
@@ -322,6 +322,9 @@ impl ConnTask {
                             break;
                         }
                     }
+                    let n = (pending.len() - queued) as u64;
+                    self.stats.requests.fetch_add(n, Ordering::Relaxed);
+                    requests.increment(n);
                 }
                 if !wbuf.is_empty() {
                     if let Err(e) = sock.write_all(&wbuf).await {
@@ -361,7 +364,7 @@ impl ConnTask {
                                     front.frames -= 1;
                                     if front.frames == 0 {
                                         if let Some(p) = pending.pop_front() {
-                                            latency.record(received.saturating_duration_since(p.sent).as_secs_f64());
+                                            latencies.add(received.saturating_duration_since(p.sent));
                                             let _ = p.reply.send(Ok(frame));
                                         }
                                     }
@@ -373,6 +376,7 @@ impl ConnTask {
                                 }
                             }
                         }
+                        latencies.flush(&latency);
                         if rbuf.capacity() - rbuf.len() < 4096 {
                             rbuf.reserve(16 * 1024);
                         }

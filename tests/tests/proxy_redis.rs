@@ -469,6 +469,48 @@ fn prometheus_scrapes_proxy_metrics() {
     ] {
         assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
     }
+    // The latency histograms count every command once, in cumulative buckets ending at +Inf.
+    let value = |line: &str| -> Option<u64> {
+        body.lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    assert_eq!(
+        value("slotgate_command_duration_seconds_count{command=\"set\"}"),
+        Some(50),
+        "{body}"
+    );
+    assert_eq!(
+        value("slotgate_command_duration_seconds_bucket{command=\"set\",le=\"+Inf\"}"),
+        Some(50),
+        "{body}"
+    );
+    assert_eq!(
+        value("slotgate_commands_total{command=\"set\",outcome=\"ok\"}"),
+        Some(50),
+        "{body}"
+    );
+    let buckets: Vec<u64> = body
+        .lines()
+        .filter(|l| l.starts_with("slotgate_command_duration_seconds_bucket{command=\"set\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(buckets.len(), 17, "{body}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    // Every backend request got a round-trip observation (MGET split over the masters).
+    let backend: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("slotgate_backend_duration_seconds_count{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    let requests: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("slotgate_backend_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(backend >= 51 && backend == requests, "{backend} vs {requests}\n{body}");
+    assert!(http_get_opt(mport, "/nope").is_some_and(|r| r.starts_with("HTTP/1.1 404")));
     // Then a real Prometheus scraping it.
     let dir = std::env::temp_dir().join(format!("slotgate-prom-{}", mport));
     let _ = std::fs::create_dir_all(&dir);
