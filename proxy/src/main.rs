@@ -170,7 +170,7 @@ async fn serve(
             router.clone()
         } else {
             let r = router::Router::new(router_cfg.clone());
-            r.install_map((**router.map()).clone());
+            r.install_map(router.map().map.clone());
             r
         };
         routers.push(r.clone());

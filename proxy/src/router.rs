@@ -38,9 +38,32 @@ pub struct RefreshStats {
     pub last_us: AtomicU64,
 }
 
+/// A slot map and, beside each shard, its master's pool once a request needed it; swapped as
+/// one, so the request path goes from slot to pool with no lookup by address.
+pub struct Routing {
+    /// The map.
+    pub map: SlotMap,
+    /// The RESP2 pool of `map.shards[i].master`, set on first use.
+    pools: Box<[std::sync::OnceLock<Arc<Pool>>]>,
+}
+
+impl Routing {
+    fn new(map: SlotMap) -> Routing {
+        let pools = map.shards.iter().map(|_| Default::default()).collect();
+        Routing { map, pools }
+    }
+}
+
+impl std::ops::Deref for Routing {
+    type Target = SlotMap;
+    fn deref(&self) -> &SlotMap {
+        &self.map
+    }
+}
+
 /// Routes slots to backend pools.
 pub struct Router {
-    map: ArcSwap<SlotMap>,
+    map: ArcSwap<Routing>,
     pools: DashMap<Arc<str>, Arc<Pool>>,
     resp3_pools: DashMap<Arc<str>, Arc<Pool>>,
     replica_pools: DashMap<(Arc<str>, bool), Arc<Pool>>,
@@ -66,7 +89,7 @@ impl Router {
     /// A router with an empty map; call [`Router::refresh`] before serving.
     pub fn new(cfg: RouterConfig) -> Arc<Router> {
         Arc::new(Router {
-            map: ArcSwap::from_pointee(SlotMap::default()),
+            map: ArcSwap::from_pointee(Routing::new(SlotMap::default())),
             pools: DashMap::new(),
             resp3_pools: DashMap::new(),
             replica_pools: DashMap::new(),
@@ -87,12 +110,33 @@ impl Router {
 
     /// Installs a map obtained elsewhere (another worker's discovery).
     pub fn install_map(&self, map: SlotMap) {
-        self.map.store(Arc::new(map));
+        self.map.store(Arc::new(Routing::new(map)));
     }
 
     /// The current map.
-    pub fn map(&self) -> arc_swap::Guard<Arc<SlotMap>> {
+    pub fn map(&self) -> arc_swap::Guard<Arc<Routing>> {
         self.map.load()
+    }
+
+    /// Queues `data` for the master of `slot` (as [`Router::send`]); `None` when no node
+    /// serves the slot. The hot path: the pool comes from the map, not from a lookup.
+    pub fn send_slot(
+        &self,
+        slot: u16,
+        resp3: bool,
+        client: u64,
+        data: bytes::Bytes,
+        frames: u32,
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<bytes::Bytes, crate::pool::BackendError>>>
+    {
+        let r = self.map.load();
+        let i = *r.map.slots.get(slot as usize)? as usize;
+        let shard = r.map.shards.get(i)?;
+        if resp3 {
+            return Some(self.pool3(&shard.master).send(client, data, frames));
+        }
+        let pool = r.pools.get(i)?.get_or_init(|| self.pool(&shard.master));
+        Some(pool.send(client, data, frames))
     }
 
     /// The pool for a node, created on first use (also for nodes learned from a redirect).
@@ -175,7 +219,7 @@ impl Router {
     pub fn moved(&self, slot: u16, addr: &str) {
         let cur = self.map.load();
         if cur.master_of(slot).map(|a| &**a) != Some(addr) {
-            self.map.store(Arc::new(cur.with_moved(slot, addr)));
+            self.install_map(cur.with_moved(slot, addr));
         }
         self.schedule_refresh(Some(addr.to_string()));
     }
@@ -264,7 +308,7 @@ impl Router {
                             map.masters().len(),
                             map.covered()
                         );
-                        self.map.store(Arc::new(map));
+                        self.install_map(map);
                     }
                     return Ok(());
                 }

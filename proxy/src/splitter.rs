@@ -103,9 +103,9 @@ pub fn encode(enc: &mut BytesMut, args: &[impl AsRef<[u8]>]) -> Bytes {
 }
 
 fn send_part(client: &ClientState, slot: u16, data: Bytes) -> Option<Rx> {
-    let map = client.router.map();
-    let addr = map.master_of(slot)?;
-    Some(client.router.send(addr, client.resp3, client.id, data, 1))
+    client
+        .router
+        .send_slot(slot, client.resp3, client.id, data, 1)
 }
 
 /// Turns a request into a [`Pending`], sending backend work right away. `top` is
