@@ -9,11 +9,15 @@
 //! nothing awaited, with the socket detached from one reactor and attached to the other.
 //!
 //! The balancer ([`balance`], every [`TICK`]) reads each worker's CPU and run-queue time from
-//! the kernel. It packs clients onto fewer workers when they would fit ([`SHRINK_AT`] of a core
-//! each) and adds a worker when the active ones are saturated, never idle ([`GROW_AT`]). When the load generator shares
-//! the machine, one worker that owns a core serves `-P 1` traffic better than two that
-//! time-share one. It is also cheaper in CPU, as redis-server's single thread is, and the
-//! second worker is still there for a load that saturates one.
+//! the kernel and the server's count of commands served. It packs clients onto fewer workers
+//! when they clearly fit ([`SHRINK_AT`] of a core each). A change it cannot judge from CPU
+//! alone runs as a trial of under a second, and stays only if the work done per second says so:
+//! a worker added because the active ones are saturated ([`GROW_AT`]) must raise it by
+//! [`TRIAL_GAIN`]; one fewer, tried when the load might fit, must keep [`TRIAL_KEEP`] of it. A
+//! failed trial waits (5 s, doubling to a minute) before the next at a similar load. When the
+//! load generator shares the machine, one worker that owns a core serves `-P 1` traffic as fast
+//! as two that time-share one, with a lower tail latency and less CPU, as redis-server's single
+//! thread does; a deeply pipelined load still gets the second worker.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -38,6 +42,71 @@ const SHRINK_TICKS: u32 = 3;
 /// Below this total (fraction of one core) the workers are idle: they are packed onto one at
 /// once, so the next burst of load starts packed.
 const IDLE: f64 = 0.05;
+/// Ticks a changed worker set runs on trial before it is judged (the first is not counted:
+/// connections are still moving).
+const TRIAL_TICKS: u32 = 4;
+/// An added worker stays only if the server then does at least this much more work per
+/// second. Else it goes back: on a machine the clients share, a second worker can take the
+/// core the clients need and only add latency.
+pub const TRIAL_GAIN: f64 = 1.10;
+/// A worker set one smaller stays if it does at least this share of the work per second the
+/// larger one did.
+pub const TRIAL_KEEP: f64 = 0.95;
+/// Fewer workers are tried when the load would keep each of them under this fraction of a
+/// core (above [`SHRINK_AT`], where the pool shrinks without a trial).
+const TRY_FEWER_AT: f64 = 1.1;
+/// How long a failed trial holds off the next one of its kind at a similar load; doubles
+/// with every failure up to [`RETRY_MAX`], and starts over once the workers go idle or a
+/// trial succeeds.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The longest wait between trials of one kind at a similar load.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// A load this factor away from the one a failed trial started from is a new load: tried at
+/// once.
+const NEW_LOAD: f64 = 1.25;
+
+/// A changed worker set on trial.
+struct Trial {
+    /// Active workers before it.
+    from: usize,
+    /// Work per second before it.
+    before: f64,
+    /// Ticks since it started.
+    ticks: u32,
+    /// Work per second summed over the counted ticks.
+    sum: f64,
+}
+
+/// When the next trial of one kind (more or fewer workers) may start.
+struct Retry {
+    wait: Duration,
+    at: Option<std::time::Instant>,
+    /// Work per second when the last trial failed.
+    rate: f64,
+}
+
+impl Retry {
+    fn new() -> Retry {
+        Retry {
+            wait: RETRY_AFTER,
+            at: None,
+            rate: 0.0,
+        }
+    }
+
+    /// May a trial start now, at `rate` work per second?
+    fn allows(&self, now: std::time::Instant, rate: f64) -> bool {
+        self.at.is_none_or(|t| now >= t)
+            || rate > self.rate * NEW_LOAD
+            || rate < self.rate / NEW_LOAD
+    }
+
+    fn failed(&mut self, now: std::time::Instant, rate: f64) {
+        self.at = Some(now + self.wait);
+        self.rate = rate;
+        self.wait = (self.wait * 2).min(RETRY_MAX);
+    }
+}
 
 /// One worker's shared counters.
 struct Slot<M> {
@@ -255,10 +324,11 @@ impl<M> Pool<M> {
 }
 
 /// The balancer: every [`TICK`], packs the clients onto as few workers as carry the load
-/// and adds a worker when the active ones are saturated; `log` gets one line per change.
-/// Runs only where the kernel reports per-thread CPU time; elsewhere every worker stays
-/// active. Never returns (run it as a task).
-pub async fn balance<M>(pool: &Pool<M>, log: impl Fn(&str)) {
+/// and adds a worker when the active ones are saturated, keeping it only when the server then
+/// does more work ([`TRIAL_GAIN`]; `work` reads the server's total of commands served); `log`
+/// gets one line per change. Runs only where the kernel reports per-thread CPU time;
+/// elsewhere every worker stays active. Never returns (run it as a task).
+pub async fn balance<M>(pool: &Pool<M>, log: impl Fn(&str), work: impl Fn() -> u64) {
     if pool.len() < 2 {
         return;
     }
@@ -267,6 +337,12 @@ pub async fn balance<M>(pool: &Pool<M>, log: impl Fn(&str)) {
     let mut last: Option<(std::time::Instant, Vec<(u64, u64)>)> = None;
     let (mut hot, mut cool) = (0u32, 0u32);
     let mut cool_cpu = 0.0f64;
+    let mut last_work = work();
+    // Work per second over the last two ticks (what a trial is compared with).
+    let mut rates = [0.0f64; 2];
+    let mut trial: Option<Trial> = None;
+    let (mut more, mut fewer_retry) = (Retry::new(), Retry::new());
+    let mut calm = 0u32;
     loop {
         tick.tick().await;
         let Some(stats) = pool
@@ -279,13 +355,49 @@ pub async fn balance<M>(pool: &Pool<M>, log: impl Fn(&str)) {
             continue;
         };
         let now = std::time::Instant::now();
+        let done = work();
         let Some((then, before)) = last.replace((now, stats.clone())) else {
+            last_work = done;
             continue;
         };
+        let wall = now.duration_since(then).as_nanos().max(1) as f64;
+        let rate = done.saturating_sub(last_work) as f64 / (wall / 1e9);
+        last_work = done;
+        rates = [rates[1], rate];
         if pool.pinned() {
+            trial = None;
             continue;
         }
-        let wall = now.duration_since(then).as_nanos().max(1) as f64;
+        if let Some(t) = trial.as_mut() {
+            t.ticks += 1;
+            if t.ticks > 1 {
+                t.sum += rate;
+            }
+            if t.ticks >= TRIAL_TICKS {
+                let after = t.sum / f64::from(TRIAL_TICKS - 1);
+                let active = pool.active();
+                let (kept, retry) = if active > t.from {
+                    (after >= t.before * TRIAL_GAIN, &mut more)
+                } else {
+                    (after >= t.before * TRIAL_KEEP, &mut fewer_retry)
+                };
+                if kept {
+                    *retry = Retry::new();
+                } else {
+                    pool.active.store(t.from, Ordering::Relaxed);
+                    log(&format!(
+                        "I/O workers: {} active again ({active} did {after:.0}/s, {} did {:.0}/s)",
+                        t.from, t.from, t.before
+                    ));
+                    retry.failed(now, t.before);
+                }
+                trial = None;
+                (hot, cool, calm, cool_cpu) = (0, 0, 0, 0.0);
+            }
+            let conns: usize = pool.conns().iter().sum();
+            pool.rebalance(1 + conns / 16);
+            continue;
+        }
         // Per worker: (fraction of a core used, fraction of time running or runnable).
         let used: Vec<(f64, f64)> = stats
             .iter()
@@ -317,16 +429,30 @@ pub async fn balance<M>(pool: &Pool<M>, log: impl Fn(&str)) {
             cool = 0;
             cool_cpu = 0.0;
         }
-        if hot >= GROW_TICKS {
+        // Might fit on one worker less: worth a trial.
+        if fewer >= active && active > 1 && total < (active - 1) as f64 * TRY_FEWER_AT {
+            calm += 1;
+        } else {
+            calm = 0;
+        }
+        let recent = (rates[0] + rates[1]) / 2.0;
+        let mut start_trial = |to: usize, why: String| {
+            trial = Some(Trial {
+                from: active,
+                before: recent,
+                ticks: 0,
+                sum: 0.0,
+            });
+            pool.active.store(to, Ordering::Relaxed);
+            log(&format!("I/O workers: {to} active ({why}, on trial)"));
+        };
+        if hot >= GROW_TICKS && more.allows(now, recent) {
             hot = 0;
-            pool.active.store(active + 1, Ordering::Relaxed);
-            log(&format!(
-                "I/O workers: {} active (load {total:.2} cores)",
-                active + 1
-            ));
+            start_trial(active + 1, format!("load {total:.2} cores"));
         } else if cool > 0 && total < IDLE {
             cool = 0;
             cool_cpu = 0.0;
+            (more, fewer_retry) = (Retry::new(), Retry::new());
             pool.active.store(1, Ordering::Relaxed);
             log("I/O workers: 1 active (idle)");
         } else if cool >= SHRINK_TICKS {
@@ -337,6 +463,9 @@ pub async fn balance<M>(pool: &Pool<M>, log: impl Fn(&str)) {
                 pool.active.store(n, Ordering::Relaxed);
                 log(&format!("I/O workers: {n} active (load {total:.2} cores)"));
             }
+        } else if calm >= GROW_TICKS && fewer_retry.allows(now, recent) {
+            calm = 0;
+            start_trial(active - 1, format!("load {total:.2} cores"));
         }
         // Even out the active workers, with some slack so clients do not churn.
         let conns: usize = pool.conns().iter().sum();

@@ -16,7 +16,17 @@ pub type Pool = slotgate_iopool::Pool<Moving>;
 
 /// Runs the balancer for the server's workers (never returns).
 pub async fn balance(server: Arc<Server>) {
-    slotgate_iopool::balance(&server.io, |line| server.log.verbose(line)).await
+    slotgate_iopool::balance(
+        &server.io,
+        |line| server.log.verbose(line),
+        || {
+            server
+                .stats
+                .commands
+                .load(std::sync::atomic::Ordering::Relaxed)
+        },
+    )
+    .await
 }
 
 /// Starts one I/O worker thread per pool slot, each with its own SO_REUSEPORT listener on

@@ -234,7 +234,12 @@ async fn serve(
     }
     let balanced = p.clone();
     tokio::spawn(async move {
-        slotgate_iopool::balance(&balanced.io, |line| tracing::debug!("{line}")).await
+        slotgate_iopool::balance(
+            &balanced.io,
+            |line| tracing::debug!("{line}"),
+            || balanced.commands.load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .await
     });
     let map = router.map();
     tracing::info!(

@@ -281,3 +281,78 @@ fn the_balancer_packs_an_idle_server_and_spreads_a_saturating_load() {
     }
     assert!(spread, "a saturating load never got the second worker");
 }
+
+#[test]
+fn a_second_worker_that_does_not_help_is_given_back() {
+    // One connection is served by one worker, however busy: a second worker cannot raise the
+    // work done, so the balancer's trial gives it back while the load goes on.
+    let node = start_node(&["--io-threads", "2", "--enable-debug-command", "yes"]);
+    let mut ctl = Raw::connect(node.port);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sock = std::net::TcpStream::connect(("127.0.0.1", node.port)).expect("connect");
+    let mut reader = sock.try_clone().expect("clone");
+    let closer = sock.try_clone().expect("clone");
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = sock.set_write_timeout(Some(Duration::from_secs(5)));
+    // The reader drains replies as raw bytes until the node closes; the writer keeps the
+    // pipeline full. Both are bounded in time and bytes.
+    let read = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(60) {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n as u64,
+            }
+        }
+        total
+    });
+    let w_stop = stop.clone();
+    let write = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut sock = sock;
+        let mut batch = bytes::BytesMut::new();
+        for j in 0..256 {
+            slotgate_protocol::resp::write_command(&mut batch, &["INCR", &format!("w{}", j % 8)]);
+        }
+        let t = Instant::now();
+        let mut sent = 0u64;
+        while !w_stop.load(std::sync::atomic::Ordering::Relaxed)
+            && t.elapsed() < Duration::from_secs(30)
+            && sent < 100_000_000
+        {
+            if sock.write_all(&batch).is_err() {
+                break;
+            }
+            sent += 256;
+        }
+        sent
+    });
+    let t = Instant::now();
+    let (mut grew, mut given_back) = (false, false);
+    while t.elapsed() < Duration::from_secs(25) {
+        let active = workers(&mut ctl).0;
+        if active == 2 {
+            grew = true;
+        } else if grew && active == 1 {
+            given_back = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = write.join().expect("writer");
+    let _ = closer.shutdown(std::net::Shutdown::Write);
+    let got = read.join().expect("reader");
+    assert!(
+        sent > 0 && got > 0,
+        "no load ran: sent {sent}, read {got} bytes"
+    );
+    assert!(
+        grew,
+        "one saturating connection never got a trial second worker"
+    );
+    assert!(given_back, "a second worker that did not help was kept");
+}
