@@ -306,19 +306,6 @@ async fn read_ready(sock: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result
     .await
 }
 
-/// Awaits `fut` and tells whether it had to wait (was not ready when first polled).
-async fn noting_wait<F: std::future::Future>(fut: F) -> (F::Output, bool) {
-    let mut fut = std::pin::pin!(fut);
-    let mut waited = false;
-    let out = std::future::poll_fn(|cx| {
-        let r = fut.as_mut().poll(cx);
-        waited |= r.is_pending();
-        r
-    })
-    .await;
-    (out, waited)
-}
-
 /// The client loop; `Some(worker)` when the client must move to that worker.
 /// (The socket and carried state are borrowed from [`drive`], so the task holds one copy.)
 async fn run(
@@ -464,7 +451,16 @@ async fn run(
                         r
                     }
                     p => {
-                        let (reply, waited) = noting_wait(p.resolve(proxy, st, started)).await;
+                        // Polled in place (not moved into a helper future, which would keep a
+                        // second copy of it in every client's task).
+                        let mut fut = std::pin::pin!(p.resolve(proxy, st, started));
+                        let mut waited = false;
+                        let reply = std::future::poll_fn(|cx| {
+                            let r = fut.as_mut().poll(cx);
+                            waited |= r.is_pending();
+                            r
+                        })
+                        .await;
                         if waited {
                             now = Instant::now();
                         }

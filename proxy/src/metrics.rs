@@ -325,6 +325,9 @@ impl CommandMetrics {
         let i = match self.handles.iter().position(|h| std::ptr::eq(h.name, name)) {
             Some(i) => i,
             None => {
+                // One slot at a time: a connection uses few commands, and an idle one should
+                // not hold room for four.
+                self.handles.reserve_exact(1);
                 self.handles.push(CommandHandles {
                     name,
                     ok: counter!("slotgate_commands_total", "command" => name, "outcome" => "ok"),
