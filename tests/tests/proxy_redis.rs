@@ -509,7 +509,10 @@ fn prometheus_scrapes_proxy_metrics() {
         .filter(|l| l.starts_with("slotgate_backend_requests_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
-    assert!(backend >= 51 && backend == requests, "{backend} vs {requests}\n{body}");
+    assert!(
+        backend >= 51 && backend == requests,
+        "{backend} vs {requests}\n{body}"
+    );
     assert!(http_get_opt(mport, "/nope").is_some_and(|r| r.starts_with("HTTP/1.1 404")));
     // Then a real Prometheus scraping it.
     let dir = std::env::temp_dir().join(format!("slotgate-prom-{}", mport));
