@@ -1,7 +1,7 @@
 //! Real Redis Cluster fixtures: N redis-server (or slotgate-node) processes in cluster mode,
 //! formed with stock `redis-cli --cluster create`, plus a `slotgate` proxy in front.
 
-use crate::{free_port, our_bin, require_peer, Proc};
+use crate::{our_bin, require_peer, Proc};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,9 +47,7 @@ fn spawn_cluster_node(bin: &Path, port: u16, timeout_ms: u64) -> Proc {
         .stderr(Stdio::from(log2))
         .spawn()
         .expect("spawn cluster node");
-    let mut p = Proc { child, port, dir };
-    crate::wait_ready_pub(&mut p);
-    p
+    Proc { child, port, dir }
 }
 
 /// Runs redis-cli with arguments; returns (success, stdout+stderr).
@@ -87,7 +85,9 @@ impl Cluster {
     pub fn start(bin: &Path, masters: usize, replicas: usize, node_timeout_ms: u64) -> Cluster {
         let n = masters * (1 + replicas);
         let nodes: Vec<Proc> = (0..n)
-            .map(|_| spawn_cluster_node(bin, free_port(), node_timeout_ms))
+            .map(|_| {
+                crate::start_on_free_port(|port| spawn_cluster_node(bin, port, node_timeout_ms))
+            })
             .collect();
         let addrs: Vec<String> = nodes.iter().map(|p| p.addr()).collect();
         let mut args: Vec<&str> = vec!["--cluster", "create"];
@@ -173,7 +173,10 @@ impl Cluster {
 
 /// Starts the `slotgate` proxy in front of `seed` on a free port; waits until it serves.
 pub fn start_proxy(seed: &str, extra: &[&str]) -> Proc {
-    let port = free_port();
+    crate::start_on_free_port(|port| spawn_proxy(port, seed, extra))
+}
+
+fn spawn_proxy(port: u16, seed: &str, extra: &[&str]) -> Proc {
     let dir = std::env::temp_dir().join(format!("slotgate-proxy-{}-{}", std::process::id(), port));
     let _ = std::fs::create_dir_all(&dir);
     let log = std::fs::File::create(dir.join("stdout.log")).expect("log");
@@ -186,7 +189,5 @@ pub fn start_proxy(seed: &str, extra: &[&str]) -> Proc {
         .stderr(Stdio::from(log2))
         .spawn()
         .expect("spawn slotgate");
-    let mut p = Proc { child, port, dir };
-    crate::wait_ready_pub(&mut p);
-    p
+    Proc { child, port, dir }
 }

@@ -142,34 +142,62 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 /// Starts `bin` with redis-server style arguments on a free port, waits until it answers PING.
 pub fn spawn_server(bin: &Path, extra: &[&str]) -> Proc {
-    let port = free_port();
-    let dir = temp_dir("srv");
-    let log = std::fs::File::create(dir.join("stdout.log")).expect("log file");
-    let log2 = log.try_clone().expect("log clone");
-    let mut cmd = Command::new(bin);
-    cmd.arg("--port")
-        .arg(port.to_string())
-        .arg("--bind")
-        .arg("127.0.0.1")
-        .arg("--dir")
-        .arg(&dir)
-        .arg("--save")
-        .arg("")
-        .arg("--appendonly")
-        .arg("no");
-    for a in extra {
-        cmd.arg(a);
-    }
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log2))
-        .spawn()
-        .expect("spawn server");
-    let mut p = Proc { child, port, dir };
-    wait_ready(&mut p);
-    p
+    start_on_free_port(|port| {
+        let dir = temp_dir("srv");
+        let log = std::fs::File::create(dir.join("stdout.log")).expect("log file");
+        let log2 = log.try_clone().expect("log clone");
+        let mut cmd = Command::new(bin);
+        cmd.arg("--port")
+            .arg(port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg("no");
+        for a in extra {
+            cmd.arg(a);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .spawn()
+            .expect("spawn server");
+        Proc { child, port, dir }
+    })
 }
+
+/// Starts a server with `spawn(port)` on a port from [`free_port`] and waits until it answers.
+/// Such a port can be taken again before the server binds it (another test, an outgoing
+/// connection): a server that exits because its port is in use is started again on another.
+pub fn start_on_free_port(mut spawn: impl FnMut(u16) -> Proc) -> Proc {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = free_port();
+        let mut p = spawn(port);
+        match try_wait_ready(&mut p) {
+            Ok(()) => return p,
+            Err(Exited(log)) if attempt < 5 && log.contains("in use") => {
+                eprintln!("port {port} was taken before the server bound it; trying another");
+            }
+            Err(Exited(log)) => panic!("server exited early: {log}"),
+            Err(NotReady(log)) => panic!("server on port {port} not ready: {log}"),
+        }
+    }
+}
+
+/// Why a server did not come up.
+enum NotUp {
+    /// It exited (its log).
+    Exited(String),
+    /// It did not answer in time (its log).
+    NotReady(String),
+}
+use NotUp::{Exited, NotReady};
 
 /// Starts slotgate-node with extra arguments.
 pub fn start_node(extra: &[&str]) -> Proc {
@@ -188,10 +216,18 @@ pub fn wait_ready_pub(p: &mut Proc) {
 }
 
 fn wait_ready(p: &mut Proc) {
+    match try_wait_ready(p) {
+        Ok(()) => {}
+        Err(Exited(log)) => panic!("server exited early: {log}"),
+        Err(NotReady(log)) => panic!("server on port {} not ready: {log}", p.port),
+    }
+}
+
+fn try_wait_ready(p: &mut Proc) -> Result<(), NotUp> {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(20) {
         if let Ok(Some(st)) = p.child.try_wait() {
-            panic!("server exited early ({st}): {}", p.log());
+            return Err(Exited(format!("({st}) {}", p.log())));
         }
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", p.port)) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -199,14 +235,20 @@ fn wait_ready(p: &mut Proc) {
                 let mut buf = [0u8; 64];
                 if let Ok(n) = s.read(&mut buf) {
                     if n > 0 && (buf.starts_with(b"+PONG") || buf.starts_with(b"-NOAUTH")) {
-                        return;
+                        // The answer may have come from another process on this port: ours
+                        // must still be running.
+                        std::thread::sleep(Duration::from_millis(20));
+                        if let Ok(Some(st)) = p.child.try_wait() {
+                            return Err(Exited(format!("({st}) {}", p.log())));
+                        }
+                        return Ok(());
                     }
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("server on port {} not ready: {}", p.port, p.log());
+    Err(NotReady(p.log()))
 }
 
 /// A raw RESP connection for byte-level tests (bad input, exact error texts).

@@ -6,7 +6,7 @@
 //! records every acknowledged write so that a test can read them all back after a failover.
 
 use crate::cluster::{redis_cli, Cluster};
-use crate::{free_port, our_bin, require_peer, Proc};
+use crate::{our_bin, require_peer, Proc};
 use bytes::BytesMut;
 use slotgate_protocol::{decode_frame, key_slot, Frame, SLOT_COUNT};
 use std::collections::{BTreeMap, HashMap};
@@ -249,14 +249,16 @@ pub fn spawn_cluster_node_in(spec: &NodeSpec, port: u16, dir: &Path) -> Proc {
 
 /// Starts a fresh cluster node of `spec` on a free port.
 pub fn spawn_cluster_node(spec: &NodeSpec) -> Proc {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!(
-        "slotgate-repl-{}-{}-{}",
-        std::process::id(),
-        port,
-        rand::random::<u32>()
-    ));
-    spawn_cluster_node_in(spec, port, &dir)
+    crate::start_on_free_port(|port| {
+        let dir = std::env::temp_dir().join(format!(
+            "slotgate-repl-{}-{}-{}",
+            std::process::id(),
+            port,
+            rand::random::<u32>()
+        ));
+        let child = spawn_cluster_child(spec, port, &dir);
+        Proc { child, port, dir }
+    })
 }
 
 /// `redis-cli --cluster create` over `masters × (1 + replicas)` nodes of `spec`; waits until

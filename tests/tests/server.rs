@@ -964,3 +964,40 @@ fn maxclients_refuses_extra_clients_like_redis() {
         check_maxclients(&redis, "redis-server");
     }
 }
+
+#[test]
+fn a_server_whose_port_was_taken_is_started_on_another() {
+    // The fixture's own race, forced: the first start gets a port something else holds.
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = blocker.local_addr().expect("addr").port();
+    let mut ports = Vec::new();
+    let p = start_on_free_port(|port| {
+        let port = if ports.is_empty() { taken } else { port };
+        ports.push(port);
+        let dir =
+            std::env::temp_dir().join(format!("slotgate-fixture-{}-{port}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let log = std::fs::File::create(dir.join("stdout.log")).expect("log");
+        let child = std::process::Command::new(our_bin("slotgate-node"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(log.try_clone().expect("log")))
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .expect("spawn");
+        Proc { child, port, dir }
+    });
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    assert_eq!(ports[0], taken);
+    assert_ne!(p.port, taken);
+    let mut c = Raw::connect(p.port);
+    assert_eq!(c.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    drop(blocker);
+}
