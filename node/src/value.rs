@@ -17,8 +17,11 @@ pub type Hasher = hashbrown::DefaultHashBuilder;
 pub type Map<K, V> = indexmap::IndexMap<K, V, Hasher>;
 /// A set value's members (insertion-ordered, O(1) access by position).
 pub type Set<K> = indexmap::IndexSet<K, Hasher>;
+/// A sorted-set member: one allocation shared by the score map and the order, so each
+/// member is stored (and freed) once.
+pub type Member = std::sync::Arc<[u8]>;
 /// The member → score map of a sorted set (no positional access needed).
-pub type ScoreMap = hashbrown::HashMap<Elem, f64>;
+pub type ScoreMap = hashbrown::HashMap<Member, f64>;
 
 /// Up to this many fields a hash keeps its fields in insertion order when one is removed,
 /// as Redis's listpack encoding does (removal shifts; O(n) only while n is this small).
@@ -191,7 +194,7 @@ impl Value {
             Value::List(l) => l.iter().map(|e| e.len() + 16).sum::<usize>() + 32,
             Value::Hash(h) => h.iter().map(|(k, v)| k.len() + v.len() + 40).sum::<usize>() + 48,
             Value::Set(s) => s.iter().map(|m| m.len() + 24).sum::<usize>() + 48,
-            Value::ZSet(z) => z.iter().map(|(m, _)| m.len() * 2 + 72).sum::<usize>() + 96,
+            Value::ZSet(z) => z.iter().map(|(m, _)| m.len() + 88).sum::<usize>() + 96,
         }
     }
 }
@@ -219,11 +222,11 @@ impl Ord for Score {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ZSet {
     scores: ScoreMap,
-    order: Ranked<(Score, Elem)>,
+    order: Ranked<(Score, Member)>,
 }
 
 /// Orders an entry of the order against (score, member) without building a key.
-fn cmp_entry(e: &(Score, Elem), score: f64, member: &[u8]) -> Ordering {
+fn cmp_entry(e: &(Score, Member), score: f64, member: &[u8]) -> Ordering {
     e.0.cmp(&Score(score)).then_with(|| e.1[..].cmp(member))
 }
 
@@ -252,7 +255,7 @@ impl ZSet {
                 if *old != score {
                     let old_score = *old;
                     *old = score;
-                    let key = self
+                    let key: Member = self
                         .order
                         .remove_by(|e| cmp_entry(e, old_score, member))
                         .map(|(_, k)| k)
@@ -262,7 +265,7 @@ impl ZSet {
                 false
             }
             None => {
-                let key: Elem = member.into();
+                let key: Member = member.into();
                 self.scores.insert(key.clone(), score);
                 self.order.insert((Score(score), key));
                 true
