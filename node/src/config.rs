@@ -183,6 +183,8 @@ pub static DIRECTIVES: &[Directive] = &[
         "noeviction",
         false
     ),
+    d!("lfu-log-factor", Kind::Int(0, MAXI), "10", true),
+    d!("lfu-decay-time", Kind::Int(0, MAXI), "1", true),
     d!("maxclients", Kind::Int(1, MAXI), "10000", true),
     d!("databases", Kind::Int(1, i32::MAX as i64), "16", true),
     d!("timeout", Kind::Int(0, MAXI), "0", true),

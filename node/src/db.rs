@@ -15,7 +15,7 @@ use parking_lot::{Mutex, MutexGuard};
 use slotgate_protocol::slot::{key_slot, SLOT_COUNT};
 use smallvec::SmallVec;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Number of lock stripes per database.
@@ -108,13 +108,17 @@ impl From<&[u8]> for Key {
 /// The map of one hash slot.
 pub type KeyMap = hashbrown::HashMap<Key, Entry>;
 
-/// A value plus its expiry.
+/// A value plus its expiry and access record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     /// The value.
     pub value: Value,
     /// Absolute expiry in unix milliseconds; 0 means no expiry.
     pub expire_at: u64,
+    /// The last access, as Redis's `robj.lru`: the LRU clock ([`lru_clock`]), or under an LFU
+    /// `maxmemory-policy` the access time in minutes (16 bits) over a logarithmic access
+    /// counter (8 bits). Stamped by [`Locked`] when the key is created or looked up.
+    pub lru: u32,
 }
 
 impl Entry {
@@ -123,11 +127,95 @@ impl Entry {
         Entry {
             value,
             expire_at: 0,
+            lru: 0,
+        }
+    }
+
+    /// An entry with an expiry (unix ms, 0 for none).
+    pub fn with_expiry(value: Value, expire_at: u64) -> Entry {
+        Entry {
+            value,
+            expire_at,
+            lru: 0,
         }
     }
 
     fn expired(&self, now: u64) -> bool {
         self.expire_at != 0 && self.expire_at <= now
+    }
+}
+
+/// The LRU clock's range: 24 bits of seconds, as Redis's `LRU_CLOCK_MAX`.
+pub const LRU_CLOCK_MAX: u32 = (1 << 24) - 1;
+/// The access counter of a new key under an LFU policy (Redis's `LFU_INIT_VAL`).
+pub const LFU_INIT_VAL: u32 = 5;
+
+/// The LRU clock at `now_ms`: seconds, wrapping at [`LRU_CLOCK_MAX`].
+pub fn lru_clock(now_ms: u64) -> u32 {
+    ((now_ms / 1000) as u32) & LRU_CLOCK_MAX
+}
+
+/// Seconds since the access stamped `lru` (LRU clock), at `now_ms`.
+pub fn idle_seconds(lru: u32, now_ms: u64) -> u64 {
+    let clock = lru_clock(now_ms);
+    let lru = lru & LRU_CLOCK_MAX;
+    u64::from(if clock >= lru {
+        clock - lru
+    } else {
+        clock + (LRU_CLOCK_MAX - lru)
+    })
+}
+
+fn lfu_minutes(now_ms: u64) -> u32 {
+    ((now_ms / 60_000) & 0xffff) as u32
+}
+
+/// An LFU record's counter after its decay (one step per `decay_time` minutes since its last
+/// access), as Redis's `LFUDecrAndReturn`.
+pub fn lfu_counter(lru: u32, now_ms: u64, decay_time: u32) -> u32 {
+    let (ldt, counter) = (lru >> 8, lru & 255);
+    let now = lfu_minutes(now_ms);
+    let elapsed = if now >= ldt {
+        now - ldt
+    } else {
+        65535 - ldt + now
+    };
+    let periods = elapsed.checked_div(decay_time).unwrap_or(0);
+    counter.saturating_sub(periods)
+}
+
+/// How accesses are recorded, from `maxmemory-policy`, `lfu-log-factor` and `lfu-decay-time`.
+#[derive(Default)]
+pub struct AccessPolicy {
+    /// An LFU policy is selected: count accesses instead of stamping times.
+    pub lfu: AtomicBool,
+    /// `lfu-log-factor`.
+    pub lfu_log_factor: AtomicU32,
+    /// `lfu-decay-time` (minutes).
+    pub lfu_decay_time: AtomicU32,
+}
+
+impl AccessPolicy {
+    /// The record of an access at `now_ms` to an entry whose record was `old` (`None`: new).
+    fn stamp(&self, old: Option<u32>, now_ms: u64) -> u32 {
+        if !self.lfu.load(Ordering::Relaxed) {
+            return lru_clock(now_ms);
+        }
+        let counter = match old {
+            None => LFU_INIT_VAL,
+            Some(old) => {
+                let c = lfu_counter(old, now_ms, self.lfu_decay_time.load(Ordering::Relaxed));
+                // Redis's LFULogIncr: the higher the counter, the less likely an increment.
+                let base = f64::from(c.saturating_sub(LFU_INIT_VAL));
+                let factor = f64::from(self.lfu_log_factor.load(Ordering::Relaxed));
+                if c < 255 && rand::random::<f64>() < 1.0 / (base * factor + 1.0) {
+                    c + 1
+                } else {
+                    c
+                }
+            }
+        };
+        (lfu_minutes(now_ms) << 8) | counter
     }
 }
 
@@ -310,6 +398,8 @@ impl Db {
 /// All databases of a server; database 0 is created at once, the others on first use.
 pub struct Keyspace {
     dbs: Box<[OnceLock<Db>]>,
+    /// How key accesses are recorded (LRU clock or LFU counter).
+    pub access: AccessPolicy,
 }
 
 impl Keyspace {
@@ -317,7 +407,10 @@ impl Keyspace {
     pub fn new(n: usize) -> Keyspace {
         let dbs: Box<[OnceLock<Db>]> = (0..n.max(1)).map(|_| OnceLock::new()).collect();
         let _ = dbs[0].get_or_init(Db::new);
-        Keyspace { dbs }
+        Keyspace {
+            dbs,
+            access: AccessPolicy::default(),
+        }
     }
 
     /// Number of databases.
@@ -551,8 +644,21 @@ impl<'a> Locked<'a> {
         (&mut self.guards[pos].1, idx, expired)
     }
 
-    /// Reads a key (lazily expiring it).
+    /// Reads a key (lazily expiring it) and records the access (LRU/LFU).
     pub fn get(&mut self, key: &[u8]) -> Option<&Entry> {
+        let (ks, now) = (self.ks, self.now);
+        let (shard, idx, expired) = self.locate(key);
+        if expired {
+            return None;
+        }
+        let e = shard.maps[idx].get_mut(key)?;
+        e.lru = ks.access.stamp(Some(e.lru), now);
+        Some(e)
+    }
+
+    /// Reads a key (lazily expiring it) without recording an access, as Redis's
+    /// `LOOKUP_NOTOUCH` (TYPE, EXISTS, TTL, OBJECT).
+    pub fn peek(&mut self, key: &[u8]) -> Option<&Entry> {
         let (shard, idx, expired) = self.locate(key);
         if expired {
             return None;
@@ -560,15 +666,16 @@ impl<'a> Locked<'a> {
         shard.maps[idx].get(key)
     }
 
-    /// True when the key exists.
+    /// True when the key exists (not an access).
     pub fn exists(&mut self, key: &[u8]) -> bool {
-        self.get(key).is_some()
+        self.peek(key).is_some()
     }
 
     /// Reads a key for modification: counts a dirty write, touches WATCHers, wakes waiters.
     /// Check the type with [`Locked::get`] first if the command may fail without modifying.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
         self.dirty += 1;
+        let (ks, now) = (self.ks, self.now);
         let (shard, idx, expired) = self.locate(key);
         if expired {
             return None;
@@ -578,16 +685,21 @@ impl<'a> Locked<'a> {
         {
             shard.touch(key);
         }
-        shard.maps[idx].get_mut(key)
+        let e = shard.maps[idx].get_mut(key)?;
+        e.lru = ks.access.stamp(Some(e.lru), now);
+        Some(e)
     }
 
     /// Stores `value` under `key`, replacing any old value; the expiry is cleared unless
     /// `keep_ttl`. Returns the previous entry.
     pub fn set(&mut self, key: &[u8], value: Value, keep_ttl: bool) -> Option<Entry> {
         self.dirty += 1;
+        let (ks, now) = (self.ks, self.now);
         let (shard, idx, _) = self.locate(key);
         shard.touch(key);
         let m = &mut shard.maps[idx];
+        // A new value is a new object in Redis: its record starts over.
+        let lru = ks.access.stamp(None, now);
         if let Some(e) = m.get_mut(key) {
             let old_expire = e.expire_at;
             let new_expire = if keep_ttl { old_expire } else { 0 };
@@ -596,6 +708,7 @@ impl<'a> Locked<'a> {
                 Entry {
                     value,
                     expire_at: new_expire,
+                    lru,
                 },
             );
             if old_expire != 0 && new_expire == 0 {
@@ -603,8 +716,37 @@ impl<'a> Locked<'a> {
             }
             Some(old)
         } else {
-            m.insert(key.into(), Entry::new(value));
+            m.insert(
+                key.into(),
+                Entry {
+                    value,
+                    expire_at: 0,
+                    lru,
+                },
+            );
             None
+        }
+    }
+
+    /// Sets a key's access record as RESTORE's IDLETIME and FREQ do (Redis's
+    /// `objectSetLRUOrLFU`): `freq` under an LFU policy, `idle_secs` otherwise.
+    pub fn set_access(&mut self, key: &[u8], idle_secs: Option<u64>, freq: Option<u32>) {
+        let (ks, now) = (self.ks, self.now);
+        let (shard, idx, _) = self.locate(key);
+        let Some(e) = shard.maps[idx].get_mut(key) else {
+            return;
+        };
+        if ks.access.lfu.load(Ordering::Relaxed) {
+            if let Some(f) = freq {
+                e.lru = (lfu_minutes(now) << 8) | f.min(255);
+            }
+        } else if let Some(idle) = idle_secs {
+            let idle = i64::try_from(idle).unwrap_or(i64::MAX);
+            let mut at = i64::from(lru_clock(now)).saturating_sub(idle);
+            if at < 0 {
+                at += i64::from(LRU_CLOCK_MAX);
+            }
+            e.lru = (at.rem_euclid(1 << 24)) as u32;
         }
     }
 
@@ -621,12 +763,17 @@ impl<'a> Locked<'a> {
     /// Returns the entry for `key`, creating it with `make()` if absent. Counts as a write.
     pub fn get_or_insert_with(&mut self, key: &[u8], make: impl FnOnce() -> Value) -> &mut Entry {
         self.dirty += 1;
+        let (ks, now) = (self.ks, self.now);
         let (shard, idx, _) = self.locate(key);
         shard.touch(key);
         // entry_ref builds an owned key only when the key is new.
-        shard.maps[idx]
-            .entry_ref(key)
-            .or_insert_with(|| Entry::new(make()))
+        let mut new = false;
+        let e = shard.maps[idx].entry_ref(key).or_insert_with(|| {
+            new = true;
+            Entry::new(make())
+        });
+        e.lru = ks.access.stamp((!new).then_some(e.lru), now);
+        e
     }
 
     /// Deletes a key; returns its entry if it existed (and was not expired).

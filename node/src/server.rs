@@ -351,6 +351,19 @@ impl Server {
             c.get_int("min-replicas-max-lag").max(0) as u64,
             Ordering::Relaxed,
         );
+        let access = &self.ks.access;
+        access.lfu.store(
+            c.get("maxmemory-policy").ends_with("-lfu"),
+            Ordering::Relaxed,
+        );
+        access.lfu_log_factor.store(
+            c.get_int("lfu-log-factor").clamp(0, u32::MAX as i64) as u32,
+            Ordering::Relaxed,
+        );
+        access.lfu_decay_time.store(
+            c.get_int("lfu-decay-time").clamp(0, u32::MAX as i64) as u32,
+            Ordering::Relaxed,
+        );
     }
 
     /// Records a finished command in the stats and, if slow enough, in the slow log.

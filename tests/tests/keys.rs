@@ -878,3 +878,125 @@ fn unlink_and_flush_async_free_in_the_background_like_redis() {
         );
     }
 }
+
+#[test]
+fn object_idletime_and_freq_track_accesses_like_redis() {
+    let node = start_node(&[]);
+    let redis = start_redis(&[]);
+    if redis.is_none() {
+        eprintln!("note: redis-server not installed; checking slotgate-node alone");
+    }
+    let mut ports = vec![("slotgate-node", node.port)];
+    if let Some(r) = &redis {
+        ports.push(("redis-server", r.port));
+    }
+    let mut conns: Vec<(&str, Raw)> = ports
+        .iter()
+        .map(|(name, port)| (*name, Raw::connect(*port)))
+        .collect();
+    let idle = |r: &mut Raw, key: &str| -> i64 {
+        match r.cmd(&["OBJECT", "IDLETIME", key]) {
+            Frame::Integer(n) => n,
+            other => panic!("OBJECT IDLETIME {key}: {other:?}"),
+        }
+    };
+    // Values are not small integers: redis-server shares one object among all keys holding
+    // the same small integer, and with it one access record.
+    for (name, r) in conns.iter_mut() {
+        assert_eq!(c(r, "SET read v"), Frame::Simple("OK".into()), "{name}");
+        assert_eq!(c(r, "SET peeked v"), Frame::Simple("OK".into()), "{name}");
+        assert_eq!(c(r, "RPUSH written a"), int(1), "{name}");
+        assert_eq!(idle(r, "read"), 0, "{name}");
+    }
+    std::thread::sleep(Duration::from_millis(2100));
+    for (name, r) in conns.iter_mut() {
+        // Reads and writes are accesses; TYPE, EXISTS, TTL and OBJECT are not.
+        assert_eq!(c(r, "GET read"), bulk("v"), "{name}");
+        assert_eq!(c(r, "RPUSH written b"), int(2), "{name}");
+        assert_eq!(
+            c(r, "TYPE peeked"),
+            Frame::Simple("string".into()),
+            "{name}"
+        );
+        assert_eq!(c(r, "EXISTS peeked"), int(1), "{name}");
+        assert_eq!(c(r, "TTL peeked"), int(-1), "{name}");
+        assert_eq!(idle(r, "read"), 0, "{name}");
+        assert_eq!(idle(r, "written"), 0, "{name}");
+        let p = idle(r, "peeked");
+        assert!((2..=4).contains(&p), "{name}: peeked idle {p}");
+        assert_eq!(c(r, "OBJECT IDLETIME nosuch"), Frame::Null, "{name}");
+        // RESTORE sets the idle time it is given.
+        let payload = match r.cmd(&["DUMP", "read"]) {
+            Frame::Bulk(b) => b,
+            other => panic!("{name}: DUMP {other:?}"),
+        };
+        let restore = |r: &mut Raw, key: &str, hint: &str, v: &str| {
+            let args: Vec<&[u8]> = vec![
+                b"RESTORE",
+                key.as_bytes(),
+                b"0",
+                &payload,
+                hint.as_bytes(),
+                v.as_bytes(),
+            ];
+            let mut out = bytes::BytesMut::new();
+            slotgate_protocol::resp::write_command(&mut out, &args);
+            r.send(&out);
+            r.read().expect("RESTORE reply")
+        };
+        assert_eq!(
+            restore(r, "old", "IDLETIME", "1000"),
+            Frame::Simple("OK".into()),
+            "{name}"
+        );
+        let o = idle(r, "old");
+        assert!((1000..=1001).contains(&o), "{name}: restored idle {o}");
+        // Without an LFU policy there is no frequency; with one, no idle time.
+        let freq_err = c(r, "OBJECT FREQ read");
+        assert!(
+            matches!(&freq_err, Frame::Error(e) if e.starts_with(b"ERR An LFU maxmemory policy is not selected")),
+            "{name}: {freq_err:?}"
+        );
+        assert_eq!(
+            c(r, "CONFIG SET maxmemory-policy allkeys-lfu"),
+            Frame::Simple("OK".into()),
+            "{name}"
+        );
+        assert_eq!(c(r, "SET counted v"), Frame::Simple("OK".into()), "{name}");
+        assert_eq!(
+            c(r, "OBJECT FREQ counted"),
+            int(5),
+            "{name}: a new key's counter"
+        );
+        for _ in 0..100 {
+            assert_eq!(c(r, "GET counted"), bulk("v"), "{name}");
+        }
+        let f = match c(r, "OBJECT FREQ counted") {
+            Frame::Integer(n) => n,
+            other => panic!("{name}: OBJECT FREQ {other:?}"),
+        };
+        // The first access always counts; later ones ever less likely (lfu-log-factor 10).
+        assert!((6..=40).contains(&f), "{name}: counter after 100 reads {f}");
+        assert_eq!(
+            restore(r, "hot", "FREQ", "100"),
+            Frame::Simple("OK".into()),
+            "{name}"
+        );
+        assert_eq!(c(r, "OBJECT FREQ hot"), int(100), "{name}");
+        let idle_err = c(r, "OBJECT IDLETIME counted");
+        assert!(
+            matches!(&idle_err, Frame::Error(e) if e.starts_with(b"ERR An LFU maxmemory policy is selected")),
+            "{name}: {idle_err:?}"
+        );
+        assert_eq!(
+            c(r, "CONFIG GET lfu-log-factor"),
+            Frame::Array(vec![bulk("lfu-log-factor"), bulk("10")]),
+            "{name}"
+        );
+        assert_eq!(
+            c(r, "CONFIG SET maxmemory-policy noeviction"),
+            Frame::Simple("OK".into()),
+            "{name}"
+        );
+    }
+}

@@ -105,7 +105,11 @@ fn restore(ctx: &mut Ctx) -> Outcome {
         return Outcome::Done;
     }
     let expire_at = if ttl == 0 { 0 } else { at.max(1) as u64 };
-    ctx.ks.set_entry(key, Entry { value, expire_at });
+    ctx.ks.set_entry(key, Entry::with_expiry(value, expire_at));
+    if idletime.is_some() || freq.is_some() {
+        ctx.ks
+            .set_access(key, idletime.map(|v| v as u64), freq.map(|v| v as u32));
+    }
     ctx.out.ok();
     Outcome::Done
 }

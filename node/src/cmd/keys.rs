@@ -89,7 +89,7 @@ fn exists(ctx: &mut Ctx) -> Outcome {
 }
 
 fn type_cmd(ctx: &mut Ctx) -> Outcome {
-    let name = match ctx.ks.get(&ctx.args[1]) {
+    let name = match ctx.ks.peek(&ctx.args[1]) {
         Some(e) => e.value.kind().name(),
         None => "none",
     };
@@ -379,7 +379,7 @@ fn pexpiretime(ctx: &mut Ctx) -> Outcome {
 
 fn ttl_generic(ctx: &mut Ctx, ms: bool, kind: TtlKind) -> Outcome {
     let now = ctx.ks.now as i64;
-    let at = match ctx.ks.get(&ctx.args[1]) {
+    let at = match ctx.ks.peek(&ctx.args[1]) {
         None => {
             ctx.out.int(-2);
             return Outcome::Done;
@@ -634,8 +634,6 @@ const OBJECT_HELP: &[&str] = &[
     "    Prints this help.",
 ];
 
-/// Redis's LFU_INIT_VAL: the counter of a key that was not accessed since it was created.
-const LFU_INIT_VAL: i64 = 5;
 /// Redis's OBJ_SHARED_REFCOUNT (shared small integers).
 const SHARED_REFCOUNT: i64 = i32::MAX as i64;
 /// Redis's OBJ_SHARED_INTEGERS.
@@ -680,7 +678,15 @@ fn object(ctx: &mut Ctx) -> Outcome {
         ctx.out.error(&msg);
         return Outcome::Done;
     }
-    let Some(e) = ctx.ks.get(&ctx.args[2]) else {
+    let now = ctx.ks.now;
+    let lfu = lfu_policy(ctx);
+    let decay = ctx
+        .server
+        .ks
+        .access
+        .lfu_decay_time
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let Some(e) = ctx.ks.peek(&ctx.args[2]) else {
         ctx.out.null();
         return Outcome::Done;
     };
@@ -710,17 +716,16 @@ fn object(ctx: &mut Ctx) -> Outcome {
             ctx.out.int(if shared { SHARED_REFCOUNT } else { 1 });
         }
         b"idletime" => {
-            if lfu_policy(ctx) {
+            if lfu {
                 ctx.out.error("ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.");
             } else {
-                // Access times are not tracked.
-                ctx.out.int(0);
+                ctx.out.int(crate::db::idle_seconds(e.lru, now) as i64);
             }
         }
         _ => {
-            if lfu_policy(ctx) {
-                // Access frequencies are not tracked: report a fresh key's counter.
-                ctx.out.int(LFU_INIT_VAL);
+            if lfu {
+                ctx.out
+                    .int(i64::from(crate::db::lfu_counter(e.lru, now, decay)));
             } else {
                 ctx.out.error("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.");
             }

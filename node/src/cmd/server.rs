@@ -1554,16 +1554,18 @@ fn debug(ctx: &mut Ctx) -> Outcome {
         }
         (b"object", 3) => {
             let key = ctx.args[2].clone();
-            let lru = (crate::db::now_ms() / 1000) & ((1 << 24) - 1);
-            let line = match ctx.ks.get(&key) {
+            let now = ctx.ks.now;
+            let line = match ctx.ks.peek(&key) {
                 None => None,
                 Some(e) => {
                     let v = &e.value;
                     let enc = v.encoding();
                     let mut line = format!(
-                        "Value at:{:p} refcount:1 encoding:{enc} serializedlength:{} lru:{lru} lru_seconds_idle:0",
+                        "Value at:{:p} refcount:1 encoding:{enc} serializedlength:{} lru:{} lru_seconds_idle:{}",
                         e as *const _,
-                        v.approx_size().saturating_sub(16).max(1)
+                        v.approx_size().saturating_sub(16).max(1),
+                        e.lru,
+                        crate::db::idle_seconds(e.lru, now)
                     );
                     if let (Value::List(l), "quicklist") = (v, enc) {
                         let bytes: usize = l.iter().map(|x| x.len() + 2).sum();
@@ -1586,7 +1588,7 @@ fn debug(ctx: &mut Ctx) -> Outcome {
             let keys: Vec<_> = ctx.args[2..].to_vec();
             ctx.out.array(keys.len());
             for k in keys {
-                let d = ctx.ks.get(&k).map(|e| value_digest(&e.value));
+                let d = ctx.ks.peek(&k).map(|e| value_digest(&e.value));
                 ctx.out.simple(&hex(&d.unwrap_or([0; 20])));
             }
         }
@@ -1902,7 +1904,7 @@ fn memory(ctx: &mut Ctx) -> Outcome {
                 }
             }
             let key = ctx.args[2].clone();
-            match ctx.ks.get(&key) {
+            match ctx.ks.peek(&key) {
                 Some(e) => {
                     let n = e.value.approx_size() + key.len() + KEY_OVERHEAD;
                     ctx.out.int(n as i64);

@@ -367,13 +367,7 @@ fn load_rdb(
         |fk| {
             if fk.db < dbs {
                 l.set_db(fk.db);
-                l.set_entry(
-                    &fk.key,
-                    Entry {
-                        value: fk.value,
-                        expire_at: fk.expire_at,
-                    },
-                );
+                l.set_entry(&fk.key, Entry::with_expiry(fk.value, fk.expire_at));
                 keys += 1;
             }
         },
