@@ -823,11 +823,8 @@ fn differential_against_redis() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-/// UNLINK frees a big value on the background thread and FLUSHALL ASYNC its keys: INFO's
-/// `lazyfreed_objects` counts them exactly as redis-server's does (1 per unlinked set of more
-/// than 64 members, 1 per key flushed), while DEL and small values are freed at once.
-#[test]
-fn unlink_and_flush_async_free_in_the_background_like_redis() {
+/// A fresh slotgate-node and, when installed, a fresh redis-server, with their names and ports.
+fn node_and_redis() -> (Proc, Option<Proc>, Vec<(&'static str, u16)>) {
     let node = start_node(&[]);
     let redis = start_redis(&[]);
     if redis.is_none() {
@@ -837,6 +834,15 @@ fn unlink_and_flush_async_free_in_the_background_like_redis() {
     if let Some(r) = &redis {
         ports.push(("redis-server", r.port));
     }
+    (node, redis, ports)
+}
+
+/// UNLINK frees a big value on the background thread and FLUSHALL ASYNC its keys: INFO's
+/// `lazyfreed_objects` counts them exactly as redis-server's does (1 per unlinked set of more
+/// than 64 members, 1 per key flushed), while DEL and small values are freed at once.
+#[test]
+fn unlink_and_flush_async_free_in_the_background_like_redis() {
+    let (_node, _redis, ports) = node_and_redis();
     let freed = |port: u16| -> i64 {
         slotgate_tests::repl::info(port, "memory")
             .get("lazyfreed_objects")
@@ -881,15 +887,7 @@ fn unlink_and_flush_async_free_in_the_background_like_redis() {
 
 #[test]
 fn object_idletime_and_freq_track_accesses_like_redis() {
-    let node = start_node(&[]);
-    let redis = start_redis(&[]);
-    if redis.is_none() {
-        eprintln!("note: redis-server not installed; checking slotgate-node alone");
-    }
-    let mut ports = vec![("slotgate-node", node.port)];
-    if let Some(r) = &redis {
-        ports.push(("redis-server", r.port));
-    }
+    let (_node, _redis, ports) = node_and_redis();
     let mut conns: Vec<(&str, Raw)> = ports
         .iter()
         .map(|(name, port)| (*name, Raw::connect(*port)))
