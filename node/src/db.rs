@@ -474,6 +474,9 @@ pub struct Locked<'a> {
     /// the dispatcher: commands touch the same key several times and CRC16 showed in profiles.
     /// Only immutable request bytes are recorded, so an address can never mean another key.
     known_slots: SmallVec<[(usize, usize, u16); 4]>,
+    /// The key argument (address, length) whose access was recorded last: a command that
+    /// checks a key's type and then writes it is one access, as in Redis.
+    recorded: Option<(usize, usize)>,
 }
 
 /// Error: the key's value has another type.
@@ -494,6 +497,7 @@ impl<'a> Locked<'a> {
             track_expired: false,
             expired_keys: Vec::new(),
             known_slots: SmallVec::new(),
+            recorded: None,
         }
     }
 
@@ -644,15 +648,29 @@ impl<'a> Locked<'a> {
         (&mut self.guards[pos].1, idx, expired)
     }
 
+    /// Whether to record an access to `key` now (not twice in a row for one argument), and
+    /// notes it.
+    fn first_access(&mut self, key: &[u8]) -> bool {
+        let id = Some((key.as_ptr() as usize, key.len()));
+        if self.recorded == id {
+            return false;
+        }
+        self.recorded = id;
+        true
+    }
+
     /// Reads a key (lazily expiring it) and records the access (LRU/LFU).
     pub fn get(&mut self, key: &[u8]) -> Option<&Entry> {
         let (ks, now) = (self.ks, self.now);
+        let record = self.first_access(key);
         let (shard, idx, expired) = self.locate(key);
         if expired {
             return None;
         }
         let e = shard.maps[idx].get_mut(key)?;
-        e.lru = ks.access.stamp(Some(e.lru), now);
+        if record {
+            e.lru = ks.access.stamp(Some(e.lru), now);
+        }
         Some(e)
     }
 
@@ -676,6 +694,7 @@ impl<'a> Locked<'a> {
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
         self.dirty += 1;
         let (ks, now) = (self.ks, self.now);
+        let record = self.first_access(key);
         let (shard, idx, expired) = self.locate(key);
         if expired {
             return None;
@@ -686,7 +705,9 @@ impl<'a> Locked<'a> {
             shard.touch(key);
         }
         let e = shard.maps[idx].get_mut(key)?;
-        e.lru = ks.access.stamp(Some(e.lru), now);
+        if record {
+            e.lru = ks.access.stamp(Some(e.lru), now);
+        }
         Some(e)
     }
 
@@ -764,6 +785,7 @@ impl<'a> Locked<'a> {
     pub fn get_or_insert_with(&mut self, key: &[u8], make: impl FnOnce() -> Value) -> &mut Entry {
         self.dirty += 1;
         let (ks, now) = (self.ks, self.now);
+        let record = self.first_access(key);
         let (shard, idx, _) = self.locate(key);
         shard.touch(key);
         // entry_ref builds an owned key only when the key is new.
@@ -772,7 +794,9 @@ impl<'a> Locked<'a> {
             new = true;
             Entry::new(make())
         });
-        e.lru = ks.access.stamp((!new).then_some(e.lru), now);
+        if new || record {
+            e.lru = ks.access.stamp((!new).then_some(e.lru), now);
+        }
         e
     }
 

@@ -975,6 +975,15 @@ fn object_idletime_and_freq_track_accesses_like_redis() {
         };
         // The first access always counts; later ones ever less likely (lfu-log-factor 10).
         assert!((6..=40).contains(&f), "{name}: counter after 100 reads {f}");
+        // A write is one access, also when the command checks the key's type first: from
+        // the initial 5 the first access always counts, a second would only sometimes.
+        for i in 0..50 {
+            let key = format!("list{i}");
+            assert_eq!(r.cmd(&["RPUSH", &key, "a"]), int(1), "{name}");
+            assert_eq!(r.cmd(&["OBJECT", "FREQ", &key]), int(5), "{name}");
+            assert_eq!(r.cmd(&["LPUSH", &key, "b"]), int(2), "{name}");
+            assert_eq!(r.cmd(&["OBJECT", "FREQ", &key]), int(6), "{name}: {key}");
+        }
         assert_eq!(
             restore(r, "hot", "FREQ", "100"),
             Frame::Simple("OK".into()),
