@@ -96,7 +96,8 @@ fn version_any(bin: &Path, flag: &str) -> String {
         .unwrap_or_else(|| "version unknown".to_string())
 }
 
-/// The slotgate proxy over a cluster: `slotgate --listen 127.0.0.1:N --seed <first master>`.
+/// The slotgate proxy over a cluster: `slotgate --listen 127.0.0.1:N --seed <first master>`,
+/// with its Prometheus metrics on (as deployments run it, and as twemproxy runs with stats).
 pub struct ProxyTarget {
     label: String,
     bin: PathBuf,
@@ -105,6 +106,7 @@ pub struct ProxyTarget {
     log_dir: PathBuf,
     maxclients: usize,
     port: u16,
+    metrics_port: u16,
     child: Option<ChildGuard>,
 }
 
@@ -126,6 +128,7 @@ impl ProxyTarget {
             log_dir,
             maxclients,
             port: 0,
+            metrics_port: 0,
             child: None,
         }
     }
@@ -145,6 +148,8 @@ impl ProxyTarget {
             "warn".to_string(),
             "--maxclients".to_string(),
             self.maxclients.to_string(),
+            "--metrics".to_string(),
+            format!("127.0.0.1:{}", self.metrics_port),
         ];
         a.extend(self.extra_args.iter().cloned());
         a
@@ -177,6 +182,7 @@ impl Target for ProxyTarget {
             );
         }
         self.port = free_port()?;
+        self.metrics_port = free_port()?;
         std::fs::create_dir_all(&self.log_dir)?;
         let log = std::fs::File::create(self.log_path())
             .with_context(|| format!("creating {}", self.log_path().display()))?;
