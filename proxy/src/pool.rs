@@ -65,8 +65,6 @@ pub struct Request {
 /// Live counters of a pool (metrics, status).
 #[derive(Default)]
 pub struct PoolStats {
-    /// Requests written to the node.
-    pub requests: AtomicU64,
     /// Errors (connect failures, lost connections).
     pub errors: AtomicU64,
     /// Connections currently established.
@@ -323,7 +321,6 @@ impl ConnTask {
                         }
                     }
                     let n = (pending.len() - queued) as u64;
-                    self.stats.requests.fetch_add(n, Ordering::Relaxed);
                     requests.increment(n);
                 }
                 if !wbuf.is_empty() {
