@@ -213,6 +213,8 @@ pub struct Client {
     pub multi: Option<Vec<Vec<Bytes>>>,
     /// A queued command was rejected: EXEC must answer EXECABORT.
     pub multi_error: bool,
+    /// Why EXEC itself was refused (OOM), for its EXECABORT reply.
+    pub exec_abort: Option<&'static str>,
     /// Set when a WATCHed key was touched.
     pub watch_flag: WatchFlag,
     /// Watched (db, key) pairs.
@@ -257,6 +259,7 @@ impl Client {
             authenticated,
             multi: None,
             multi_error: false,
+            exec_abort: None,
             watch_flag: Arc::default(),
             watched: Vec::new(),
             channels: BTreeSet::new(),

@@ -167,7 +167,7 @@ pub static DIRECTIVES: &[Directive] = &[
     d!("cluster-announce-port", Kind::Int(0, 65535), "0", true),
     d!("cluster-announce-bus-port", Kind::Int(0, 65535), "0", true),
     d!("cluster-announce-hostname", Kind::Str, "", false),
-    d!("maxmemory", Kind::Memory, "0", false),
+    d!("maxmemory", Kind::Memory, "0", true),
     d!(
         "maxmemory-policy",
         Kind::Enum(&[
@@ -181,7 +181,16 @@ pub static DIRECTIVES: &[Directive] = &[
             "noeviction"
         ]),
         "noeviction",
-        false
+        true
+    ),
+    d!("maxmemory-samples", Kind::Int(1, 64), "5", true),
+    d!("maxmemory-eviction-tenacity", Kind::Int(0, 100), "10", true),
+    d!(
+        "replica-ignore-maxmemory",
+        ["slave-ignore-maxmemory"],
+        YESNO,
+        "yes",
+        true
     ),
     d!("lfu-log-factor", Kind::Int(0, MAXI), "10", true),
     d!("lfu-decay-time", Kind::Int(0, MAXI), "1", true),

@@ -239,6 +239,21 @@ pub struct Shard {
     blocked: hashbrown::HashMap<Key, VecDeque<Arc<Waiter>>>,
 }
 
+/// Gives back a slot map's memory after keys left it. Most of the 16384 maps hold a handful
+/// of keys whose number swings with every write and eviction; a table that kept its largest
+/// size would cost several buckets per key (Redis's one big dict does not see such swings).
+/// So an empty map frees its table, and a map down to a quarter of its capacity halves it
+/// (rehashing a few keys; it grows again only at seven eighths).
+fn shrink_after_removal(m: &mut KeyMap) {
+    if m.is_empty() {
+        if m.capacity() > 0 {
+            *m = KeyMap::default();
+        }
+    } else if m.len() * 4 < m.capacity() {
+        m.shrink_to(m.len() * 2);
+    }
+}
+
 fn map_index(slot: u16) -> usize {
     slot as usize / SHARDS
 }
@@ -274,6 +289,43 @@ impl Shard {
             .iter()
             .enumerate()
             .map(move |(i, m)| ((i * SHARDS + shard_idx) as u16, m))
+    }
+
+    /// The entry of `key` (which must belong to this shard), expired or not.
+    pub fn entry(&self, key: &[u8]) -> Option<&Entry> {
+        self.maps[map_index(key_slot(key))].get(key)
+    }
+
+    /// Visits up to `n` entries for eviction's sampling: from map `start` (modulo the maps),
+    /// `skip` entries into it (modulo its length), on through the following maps.
+    /// `volatile`: only entries with an expiry.
+    pub fn sample(
+        &self,
+        start: usize,
+        skip: usize,
+        volatile: bool,
+        n: usize,
+        mut visit: impl FnMut(&Key, &Entry),
+    ) {
+        let maps = self.maps.len();
+        let mut seen = 0;
+        for i in 0..maps {
+            let m = &self.maps[(start.wrapping_add(i)) % maps];
+            if m.is_empty() {
+                continue;
+            }
+            let skip = if i == 0 { skip % m.len() } else { 0 };
+            for (k, e) in m.iter().skip(skip) {
+                if volatile && e.expire_at == 0 {
+                    continue;
+                }
+                visit(k, e);
+                seen += 1;
+                if seen >= n {
+                    return;
+                }
+            }
+        }
     }
 
     /// The map of `slot` (which must belong to this shard).
@@ -321,6 +373,7 @@ impl Shard {
                     true
                 }
             });
+            shrink_after_removal(m);
         }
         let n = removed.len() - before;
         self.expires -= n.min(self.expires);
@@ -636,6 +689,7 @@ impl<'a> Locked<'a> {
             expired = matches!(shard.maps[idx].get(key), Some(e) if e.expired(now));
             if expired && !self.no_delete_expired {
                 let dead = shard.maps[idx].remove_entry(key);
+                shrink_after_removal(&mut shard.maps[idx]);
                 shard.expires -= 1;
                 shard.touch(key);
                 if self.track_expired {
@@ -807,6 +861,7 @@ impl<'a> Locked<'a> {
             return None;
         }
         let old = shard.maps[idx].remove(key)?;
+        shrink_after_removal(&mut shard.maps[idx]);
         if old.expire_at != 0 {
             shard.expires = shard.expires.saturating_sub(1);
         }

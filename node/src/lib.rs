@@ -4,6 +4,8 @@
 //! Data flows one way: socket → [`connection`] (RESP parsing from `slotgate_protocol`) →
 //! [`cmd`] (dispatch, one file per command family) → [`db`] (the keyspace) → [`reply`].
 
+// Memory accounting (the counting global allocator).
+pub mod alloc;
 pub mod client;
 // Cluster mode (issue 5): state, gossip bus, failure detection, MIGRATE.
 pub mod cluster;
@@ -11,6 +13,8 @@ pub mod cmd;
 pub mod config;
 pub mod connection;
 pub mod db;
+// maxmemory and its eviction policies.
+pub mod evict;
 pub mod glob;
 pub mod lazyfree;
 pub mod log;

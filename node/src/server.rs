@@ -172,6 +172,8 @@ pub struct Server {
     pub me: std::sync::OnceLock<std::sync::Weak<Server>>,
     /// The background freeing thread (UNLINK, FLUSHALL/FLUSHDB ASYNC).
     pub lazyfree: crate::lazyfree::LazyFree,
+    /// `maxmemory` and its evictions.
+    pub evict: crate::evict::Evictor,
 }
 
 /// Random 40-hex identifier (run ids, node ids, replication ids).
@@ -214,6 +216,7 @@ impl Server {
             ),
             me: std::sync::OnceLock::new(),
             lazyfree: crate::lazyfree::LazyFree::new(),
+            evict: crate::evict::Evictor::default(),
             ks: Keyspace::new(dbs),
             log,
             config: RwLock::new(config),
@@ -351,6 +354,7 @@ impl Server {
             c.get_int("min-replicas-max-lag").max(0) as u64,
             Ordering::Relaxed,
         );
+        self.evict.configure(&c);
         let access = &self.ks.access;
         access.lfu.store(
             c.get("maxmemory-policy").ends_with("-lfu"),
@@ -502,6 +506,7 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
         crate::metrics::start(server.clone(), &sockaddrs, metrics_port as u16).await?;
     }
     tokio::spawn(active_expire_cycle(server.clone()));
+    tokio::spawn(crate::evict::background(server.clone()));
     server.shutdown.notified().await;
     server.log.warning("User requested shutdown...");
     let pidfile = server.config.read().get("pidfile").to_string();

@@ -277,6 +277,10 @@ pub fn dispatch(server: &Server, client: &mut Client, out: &mut Reply, args: &[B
             }
         }
     }
+    // maxmemory: evict first; when nothing more can go, refuse what may grow memory.
+    if server.evict.active() && !client.from_master && oom_check(server, client, top, spec, out) {
+        return Outcome::Done;
+    }
     if let Some(msg) = replication_check(server, client, spec) {
         reject(client, out, msg);
         return Outcome::Done;
@@ -325,6 +329,44 @@ pub fn dispatch(server: &Server, client: &mut Client, out: &mut Reply, args: &[B
         return Outcome::Done;
     }
     run(server, client, out, args, spec, handler, false, None)
+}
+
+/// Runs the evictions `maxmemory` needs; true when the command was refused with OOM.
+/// As Redis: commands flagged `denyoom` are refused, and so is anything queued in MULTI (the
+/// queue itself grows); an EXEC whose queue holds a `denyoom` command aborts the transaction.
+fn oom_check(
+    server: &Server,
+    client: &mut Client,
+    top: &CommandSpec,
+    spec: &CommandSpec,
+    out: &mut Reply,
+) -> bool {
+    if server.evict.perform(server) != crate::evict::Evicted::Fail {
+        return false;
+    }
+    let queuing = client.multi.is_some()
+        && !matches!(
+            top.name,
+            "exec" | "discard" | "quit" | "reset" | "multi" | "watch"
+        );
+    if spec.has_flag(flags::DENYOOM) || queuing {
+        reject(client, out, crate::evict::ERR_OOM);
+        return true;
+    }
+    if top.name == "exec" && queued_has(client, flags::DENYOOM) {
+        // The EXEC handler answers EXECABORT with this reason.
+        client.multi_error = true;
+        client.exec_abort = Some(crate::evict::ERR_OOM);
+    }
+    false
+}
+
+/// True when a command queued in the client's MULTI has `flag`.
+fn queued_has(client: &Client, flag: u64) -> bool {
+    client.multi.as_ref().is_some_and(|q| {
+        q.iter()
+            .any(|a| commands::resolve(a).is_some_and(|s| s.has_flag(flag)))
+    })
 }
 
 /// Replica and master-side refusals: writes on a read-only replica, stale data while the

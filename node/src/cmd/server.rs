@@ -208,9 +208,14 @@ fn total_system_memory() -> u64 {
 }
 
 /// Memory figures: (used, peak). slotgate has no allocator statistics, so "used" is the RSS.
+/// (used, peak): the bytes allocated (counted by `crate::alloc`; the RSS when that allocator
+/// is not installed).
 fn used_memory() -> (u64, u64) {
     static PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let used = rss_bytes();
+    let used = match crate::alloc::used() {
+        0 => rss_bytes(),
+        n => n,
+    };
     let peak = PEAK.fetch_max(used, Ordering::Relaxed).max(used);
     (used, peak)
 }
@@ -392,13 +397,15 @@ fn info_section(ctx: &mut Ctx, name: &str, s: &mut String) {
         }
         "memory" => {
             s.push_str("# Memory\r\n");
+            let rss = rss_bytes();
             let (used, peak) = used_memory();
+            let not_counted = crate::evict::Evictor::not_counted(ctx.server);
             let sys = total_system_memory();
             let maxmem = cfg.get_int("maxmemory").max(0) as u64;
             l(s, "used_memory", &used);
             l(s, "used_memory_human", &human_bytes(used));
-            l(s, "used_memory_rss", &used);
-            l(s, "used_memory_rss_human", &human_bytes(used));
+            l(s, "used_memory_rss", &rss);
+            l(s, "used_memory_rss_human", &human_bytes(rss));
             l(s, "used_memory_peak", &peak);
             l(s, "used_memory_peak_human", &human_bytes(peak));
             let perc = if peak > 0 {
@@ -429,10 +436,15 @@ fn info_section(ctx: &mut Ctx, name: &str, s: &mut String) {
             l(s, "maxmemory", &maxmem);
             l(s, "maxmemory_human", &human_bytes(maxmem));
             l(s, "maxmemory_policy", &cfg.get("maxmemory-policy"));
-            l(s, "mem_fragmentation_ratio", &"1.00");
-            l(s, "mem_fragmentation_bytes", &0);
-            l(s, "mem_not_counted_for_evict", &0);
-            l(s, "mem_replication_backlog", &0);
+            let frag = if used > 0 {
+                rss as f64 / used as f64
+            } else {
+                1.0
+            };
+            l(s, "mem_fragmentation_ratio", &format!("{frag:.2}"));
+            l(s, "mem_fragmentation_bytes", &(rss as i64 - used as i64));
+            l(s, "mem_not_counted_for_evict", &not_counted);
+            l(s, "mem_replication_backlog", &not_counted);
             l(s, "mem_total_replication_buffers", &0);
             l(s, "mem_clients_slaves", &0);
             l(s, "mem_clients_normal", &0);
@@ -544,7 +556,11 @@ fn info_section(ctx: &mut Ctx, name: &str, s: &mut String) {
             l(s, "expired_stale_perc", &"0.00");
             l(s, "expired_time_cap_reached_count", &0);
             l(s, "expire_cycle_cpu_milliseconds", &0);
-            l(s, "evicted_keys", &0);
+            l(
+                s,
+                "evicted_keys",
+                &ctx.server.evict.evicted.load(Ordering::Relaxed),
+            );
             l(s, "evicted_clients", &0);
             l(s, "total_eviction_exceeded_time", &0);
             l(s, "current_eviction_exceeded_time", &0);

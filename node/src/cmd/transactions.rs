@@ -27,6 +27,7 @@ fn multi(ctx: &mut Ctx) -> Outcome {
     }
     ctx.client.multi = Some(Vec::new());
     ctx.client.multi_error = false;
+    ctx.client.exec_abort = None;
     ctx.client.handle.multi.store(0, Ordering::Relaxed);
     ctx.client.handle.flags.lock().replace_range(.., "x");
     ctx.out.ok();
@@ -60,8 +61,14 @@ fn exec(ctx: &mut Ctx) -> Outcome {
     end_multi(ctx);
     if aborted {
         unwatch_locked(ctx.ks, ctx.client);
-        ctx.out
-            .error("EXECABORT Transaction discarded because of previous errors.");
+        match ctx.client.exec_abort.take() {
+            Some(why) => ctx.out.error(&format!(
+                "EXECABORT Transaction discarded because of: {why}"
+            )),
+            None => ctx
+                .out
+                .error("EXECABORT Transaction discarded because of previous errors."),
+        }
         return Outcome::Done;
     }
     if ctx.client.watch_flag.load(Ordering::Acquire) {

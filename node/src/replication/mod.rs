@@ -214,6 +214,15 @@ impl Replication {
         self.feeding.load(Ordering::Relaxed)
     }
 
+    /// Bytes the replication stream buffer holds (INFO `mem_replication_backlog`; not counted
+    /// against `maxmemory`).
+    pub fn buffer_bytes(&self) -> usize {
+        if !self.feeding() && !self.is_replica() {
+            return 0;
+        }
+        self.feed.lock().data.capacity()
+    }
+
     /// True when this replica's link to its master is streaming.
     pub fn link_up(&self) -> bool {
         self.is_replica() && self.inner.lock().link == LinkState::Connected
