@@ -488,3 +488,65 @@ fn differential_against_redis() {
         }
     }
 }
+
+/// An EXEC refused for what its queue holds aborts the transaction with the reason, as in
+/// redis-server: writes queued before `min-replicas-to-write` could no longer be met. The same
+/// steps run against both servers and their replies must match.
+#[test]
+fn exec_refused_for_its_queued_writes_aborts_like_redis() {
+    let node = start_node(&[]);
+    let redis = start_redis(&[]);
+    let mut transcripts = Vec::new();
+    for (name, port) in [
+        ("slotgate-node", Some(node.port)),
+        ("redis-server", redis.as_ref().map(|r| r.port)),
+    ] {
+        let Some(port) = port else {
+            eprintln!("note: redis-server not installed; checking slotgate-node alone");
+            continue;
+        };
+        let (mut a, mut b) = (Raw::connect(port), Raw::connect(port));
+        let mut t = Vec::new();
+        for (who, line) in [
+            (0, "MULTI"),
+            (0, "SET k v"),
+            (1, "CONFIG SET min-replicas-to-write 1"),
+            (0, "EXEC"),
+            (0, "EXISTS k"),
+            // Reads only: the transaction runs.
+            (0, "MULTI"),
+            (0, "GET k"),
+            (0, "EXEC"),
+            // A write queued now is refused at once, and EXEC reports the earlier error.
+            (0, "MULTI"),
+            (0, "SET k v"),
+            (0, "EXEC"),
+            (1, "CONFIG SET min-replicas-to-write 0"),
+        ] {
+            let args: Vec<&str> = line.split(' ').collect();
+            let r = if who == 0 { &mut a } else { &mut b };
+            t.push((line, r.cmd(&args)));
+        }
+        assert_eq!(
+            t[3].1,
+            err("EXECABORT Transaction discarded because of: NOREPLICAS Not enough good replicas to write."),
+            "{name}"
+        );
+        assert_eq!(t[4].1, int(0), "{name}: the aborted SET did not run");
+        assert_eq!(t[7].1, arr(vec![Frame::Null]), "{name}");
+        assert_eq!(
+            t[9].1,
+            err("NOREPLICAS Not enough good replicas to write."),
+            "{name}"
+        );
+        assert_eq!(
+            t[10].1,
+            err("EXECABORT Transaction discarded because of previous errors."),
+            "{name}"
+        );
+        transcripts.push(t);
+    }
+    if let [ours, theirs] = &transcripts[..] {
+        assert_eq!(ours, theirs, "slotgate-node vs redis-server");
+    }
+}

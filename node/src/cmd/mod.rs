@@ -281,9 +281,15 @@ pub fn dispatch(server: &Server, client: &mut Client, out: &mut Reply, args: &[B
     if server.evict.active() && !client.from_master && oom_check(server, client, top, spec, out) {
         return Outcome::Done;
     }
-    if let Some(msg) = replication_check(server, client, spec) {
-        reject(client, out, msg);
-        return Outcome::Done;
+    if let Some(msg) = replication_check(server, client, top, spec) {
+        if top.name == "exec" && client.multi.is_some() {
+            // As Redis: an EXEC refused for what it holds aborts the transaction.
+            client.multi_error = true;
+            client.exec_abort = Some(msg);
+        } else {
+            reject(client, out, msg);
+            return Outcome::Done;
+        }
     }
     if client.multi.is_some()
         && !matches!(
@@ -371,14 +377,20 @@ fn queued_has(client: &Client, flag: u64) -> bool {
 
 /// Replica and master-side refusals: writes on a read-only replica, stale data while the
 /// master link is down (`replica-serve-stale-data no`), and writes without enough good
-/// replicas (`min-replicas-to-write`).
-fn replication_check(server: &Server, client: &Client, spec: &CommandSpec) -> Option<&'static str> {
+/// replicas (`min-replicas-to-write`). An EXEC counts as a write when its queue holds one.
+fn replication_check(
+    server: &Server,
+    client: &Client,
+    top: &CommandSpec,
+    spec: &CommandSpec,
+) -> Option<&'static str> {
     let repl = &server.repl;
     if client.from_master {
         return None;
     }
+    let write = spec.has_flag(flags::WRITE)
+        || (top.name == "exec" && repl_checks_on(server) && queued_has(client, flags::WRITE));
     if repl.is_replica() {
-        let write = spec.has_flag(flags::WRITE);
         let c = server.config.read();
         if write && server.cluster.is_none() && c.get_bool("replica-read-only") {
             return Some("READONLY You can't write against a read only replica.");
@@ -394,13 +406,19 @@ fn replication_check(server: &Server, client: &Client, spec: &CommandSpec) -> Op
         return None;
     }
     let min = repl.min_replicas.load(Ordering::Relaxed);
-    if min > 0 && spec.has_flag(flags::WRITE) {
+    if min > 0 && write {
         let lag = repl.min_replicas_lag.load(Ordering::Relaxed);
         if (repl.good_replicas(crate::db::now_ms(), lag) as u64) < min {
             return Some("NOREPLICAS Not enough good replicas to write.");
         }
     }
     None
+}
+
+/// True when a write could be refused here (a replica, or `min-replicas-to-write` set): only
+/// then is an EXEC's queue looked through.
+fn repl_checks_on(server: &Server) -> bool {
+    server.repl.is_replica() || server.repl.min_replicas.load(Ordering::Relaxed) > 0
 }
 
 fn reject(client: &mut Client, out: &mut Reply, msg: &str) {
