@@ -76,8 +76,8 @@ pub static DIRECTIVES: &[Directive] = &[
         true
     ),
     d!("dir", Kind::Str, "", true),
-    d!("dbfilename", Kind::Str, "dump.rdb", false),
-    d!("save", Kind::Multi, "3600 1 300 100 60 10000", false),
+    d!("dbfilename", Kind::Str, "dump.rdb", true),
+    d!("save", Kind::Multi, "3600 1 300 100 60 10000", true),
     d!("appendonly", YESNO, "no", false),
     d!("appendfilename", Kind::Str, "appendonly.aof", false),
     d!("appenddirname", Kind::Str, "appendonlydir", false),
@@ -392,7 +392,13 @@ fn check_value(d: &Directive, args: &[String]) -> Result<String, String> {
                 Ok(n.to_string())
             }
         }
-        Kind::Str => Ok(single()?.clone()),
+        Kind::Str => {
+            let v = single()?;
+            if d.name == "dbfilename" && v.contains('/') {
+                return Err("dbfilename can't be a path, just a filename".into());
+            }
+            Ok(v.clone())
+        }
         Kind::Enum(words) => {
             let v = single()?.to_ascii_lowercase();
             if words.contains(&v.as_str()) {
@@ -401,7 +407,17 @@ fn check_value(d: &Directive, args: &[String]) -> Result<String, String> {
                 Err("argument(s) must be one of the following: ".to_string() + &words.join(", "))
             }
         }
-        Kind::Multi => Ok(args.join(" ")),
+        Kind::Multi => {
+            let v = args.join(" ");
+            if d.name == "save" {
+                let words: Vec<&str> = v.split_whitespace().collect();
+                if !words.len().is_multiple_of(2) || words.iter().any(|w| w.parse::<u64>().is_err())
+                {
+                    return Err("Invalid save parameters".into());
+                }
+            }
+            Ok(v)
+        }
     }
 }
 

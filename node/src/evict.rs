@@ -160,15 +160,16 @@ impl Evictor {
             .unwrap_or(Policy::NoEviction)
     }
 
-    /// Memory that counts against `maxmemory`: everything allocated except the replication
-    /// buffer (INFO `mem_not_counted_for_evict`).
+    /// Memory that counts against `maxmemory`: everything allocated except
+    /// [`Evictor::not_counted`] (INFO `mem_not_counted_for_evict`).
     pub fn counted(server: &Server) -> u64 {
         crate::alloc::used().saturating_sub(Self::not_counted(server))
     }
 
-    /// The replication buffer's size, which evictions could not shrink.
+    /// What evictions could not shrink: the replication buffer, and keyspace copies being
+    /// saved or sent to a replica.
     pub fn not_counted(server: &Server) -> u64 {
-        server.repl.buffer_bytes() as u64
+        server.repl.buffer_bytes() as u64 + server.persist.copies.load(Ordering::Relaxed)
     }
 
     fn over(&self, server: &Server, max: u64) -> bool {
@@ -236,10 +237,15 @@ impl Evictor {
     /// Deletes `key` if it is still there (with an expiry, for a volatile policy) and sends
     /// its DEL to replicas while its shard is locked (the stream keeps execution order).
     /// Returns whether it was evicted.
+    /// Also true, evicting nothing, when memory is no longer over the limit: the locks may
+    /// have been waited for (a save copying the keyspace) while things changed.
     fn evict(&self, server: &Server, db: usize, key: &Key, volatile: bool) -> bool {
         let mut ks = Locked::new(&server.ks, db, now_ms());
         ks.track_expired = server.repl.feeding();
         ks.lock_request_keys([&key[..]]);
+        if !self.over(server, self.maxmemory.load(Ordering::Relaxed)) {
+            return true;
+        }
         let qualifies = ks.peek(key).is_some_and(|e| !volatile || e.expire_at != 0);
         let old = if qualifies { ks.remove(key) } else { None };
         for k in std::mem::take(&mut ks.expired_keys) {

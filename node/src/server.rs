@@ -174,6 +174,8 @@ pub struct Server {
     pub lazyfree: crate::lazyfree::LazyFree,
     /// `maxmemory` and its evictions.
     pub evict: crate::evict::Evictor,
+    /// RDB saves (SAVE, BGSAVE, save points).
+    pub persist: crate::persist::Persistence,
 }
 
 /// Random 40-hex identifier (run ids, node ids, replication ids).
@@ -217,6 +219,7 @@ impl Server {
             me: std::sync::OnceLock::new(),
             lazyfree: crate::lazyfree::LazyFree::new(),
             evict: crate::evict::Evictor::default(),
+            persist: crate::persist::Persistence::default(),
             ks: Keyspace::new(dbs),
             log,
             config: RwLock::new(config),
@@ -474,6 +477,11 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
             }
         }
     }
+    // The RDB file, before any client can connect.
+    if let Err(e) = crate::persist::load(&server) {
+        server.log.warning(&e);
+        anyhow::bail!("{e}");
+    }
     if let Err(e) = crate::workers::start(&server, &sockaddrs) {
         anyhow::bail!("Failed listening on port {real_port} (tcp): {e}");
     }
@@ -507,8 +515,17 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
     }
     tokio::spawn(active_expire_cycle(server.clone()));
     tokio::spawn(crate::evict::background(server.clone()));
+    tokio::spawn(crate::persist::cron(server.clone()));
     server.shutdown.notified().await;
     server.log.warning("User requested shutdown...");
+    // SIGTERM: the final save (SHUTDOWN made its own before replying).
+    if !server.persist.final_done.load(Ordering::Acquire) {
+        let srv = server.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::persist::save_on_shutdown(&srv, false, false)
+        })
+        .await;
+    }
     let pidfile = server.config.read().get("pidfile").to_string();
     if !pidfile.is_empty() {
         let _ = std::fs::remove_file(pidfile);

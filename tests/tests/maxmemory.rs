@@ -366,3 +366,31 @@ fn evictions_reach_replicas() {
         assert_eq!(int_field(r.port, "stats", "evicted_keys"), 0, "{name}");
     }
 }
+
+/// A save's copy of the keyspace is not data: while SAVE writes 20 MB, `maxmemory` (room for
+/// the data, not for the data twice) must not evict anything because of the copy.
+#[test]
+fn a_save_does_not_make_maxmemory_evict() {
+    let p = start_node(&[]);
+    let base = int_field(p.port, "memory", "used_memory") as u64;
+    fill(p.port, "k", 20_000, None);
+    let used = int_field(p.port, "memory", "used_memory") as u64;
+    set_limit(p.port, "allkeys-lru", used + (used - base) / 4);
+    // The file goes to the node's own (temporary) directory.
+    let mut r = Raw::connect(p.port);
+    assert_eq!(r.cmd(&["SAVE"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        r.cmd(&["BGSAVE"]),
+        Frame::Simple("Background saving started".into())
+    );
+    wait_until("the background save", Duration::from_secs(30), || {
+        info(p.port, "persistence")
+            .get("rdb_bgsave_in_progress")
+            .map(String::as_str)
+            == Some("0")
+    });
+    // Give the background evictor a few ticks after the copy is gone.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(int_field(p.port, "stats", "evicted_keys"), 0);
+    assert_eq!(dbsize(p.port), Some(20_000));
+}

@@ -205,7 +205,7 @@ fn dbsize_flushdb_flushall_save() {
     r.cmd(&["SELECT", "0"]);
     assert_eq!(r.cmd(&["DBSIZE"]), Frame::Integer(0));
     assert_eq!(r.cmd(&["FLUSHDB", "ASYNC"]), simple("OK"));
-    // SAVE / BGSAVE (no file is written yet) reset the change counter and move LASTSAVE.
+    // SAVE / BGSAVE reset the change counter and move LASTSAVE.
     let before = match r.cmd(&["LASTSAVE"]) {
         Frame::Integer(n) => n,
         other => panic!("{other:?}"),
@@ -221,9 +221,12 @@ fn dbsize_flushdb_flushall_save() {
         other => panic!("{other:?}"),
     }
     assert_eq!(r.cmd(&["BGSAVE"]), simple("Background saving started"));
-    assert_eq!(
-        r.cmd(&["BGSAVE", "SCHEDULE"]),
-        simple("Background saving started")
+    // While that one runs, SCHEDULE queues another (it may have ended already).
+    let scheduled = r.cmd(&["BGSAVE", "SCHEDULE"]);
+    assert!(
+        scheduled == simple("Background saving scheduled")
+            || scheduled == simple("Background saving started"),
+        "{scheduled:?}"
     );
     assert_eq!(r.cmd(&["BGSAVE", "x"]), err("ERR syntax error"));
     // SWAPDB moves whole databases (the selected index stays), and touches WATCHed keys.

@@ -444,7 +444,11 @@ fn info_section(ctx: &mut Ctx, name: &str, s: &mut String) {
             l(s, "mem_fragmentation_ratio", &format!("{frag:.2}"));
             l(s, "mem_fragmentation_bytes", &(rss as i64 - used as i64));
             l(s, "mem_not_counted_for_evict", &not_counted);
-            l(s, "mem_replication_backlog", &not_counted);
+            l(
+                s,
+                "mem_replication_backlog",
+                &ctx.server.repl.buffer_bytes(),
+            );
             l(s, "mem_total_replication_buffers", &0);
             l(s, "mem_clients_slaves", &0);
             l(s, "mem_clients_normal", &0);
@@ -478,17 +482,29 @@ fn info_section(ctx: &mut Ctx, name: &str, s: &mut String) {
                 "rdb_changes_since_last_save",
                 &st.dirty.load(Ordering::Relaxed),
             );
-            l(s, "rdb_bgsave_in_progress", &0);
+            let p = &server.persist;
+            l(s, "rdb_bgsave_in_progress", &(p.in_progress() as u8));
             l(
                 s,
                 "rdb_last_save_time",
                 &server.last_save.load(Ordering::Relaxed),
             );
+            let ok = p.last_ok.load(Ordering::Relaxed);
+            l(s, "rdb_last_bgsave_status", &if ok { "ok" } else { "err" });
+            l(
+                s,
+                "rdb_last_bgsave_time_sec",
+                &p.last_secs.load(Ordering::Relaxed),
+            );
+            let started = p.started.load(Ordering::Relaxed);
+            let current = if started == 0 {
+                -1
+            } else {
+                (crate::db::now_ms() / 1000).saturating_sub(started) as i64
+            };
+            l(s, "rdb_current_bgsave_time_sec", &current);
+            l(s, "rdb_saves", &p.saves.load(Ordering::Relaxed));
             for (k, v) in [
-                ("rdb_last_bgsave_status", "ok"),
-                ("rdb_last_bgsave_time_sec", "-1"),
-                ("rdb_current_bgsave_time_sec", "-1"),
-                ("rdb_saves", "0"),
                 ("rdb_last_cow_size", "0"),
                 ("rdb_last_load_keys_expired", "0"),
                 ("rdb_last_load_keys_loaded", "0"),
@@ -722,6 +738,7 @@ fn flushall(ctx: &mut Ctx) -> Outcome {
         return Outcome::Done;
     }
     let lazy = flush_async(ctx, 1);
+    let dirty_before = ctx.ks.dirty;
     ctx.ks.lock_everything();
     let mut removed = 0;
     for (_, _, s) in ctx.ks.all_shards_mut() {
@@ -731,7 +748,15 @@ fn flushall(ctx: &mut Ctx) -> Outcome {
             ctx.server.lazyfree.free_keys(maps, n);
         }
     }
-    ctx.ks.dirty += removed as u64 + 1;
+    // With save points set, the empty keyspace is saved at once (as Redis): a restart must
+    // not bring the flushed keys back. Then one change is left, the FLUSHALL itself.
+    if !crate::persist::save_points(ctx.server).is_empty()
+        && crate::persist::save_flushed(ctx.server)
+    {
+        ctx.ks.dirty = dirty_before + 1;
+    } else {
+        ctx.ks.dirty += removed as u64 + 1;
+    }
     ctx.out.ok();
     Outcome::Done
 }
@@ -934,6 +959,24 @@ fn config_set(ctx: &mut Ctx) {
         }
     }
     // Side effects of the directives that act at run time.
+    if names.contains(&"dir") {
+        // As redis-server: the process moves there (where RDB files and nodes.conf go).
+        if let Err(e) = std::env::set_current_dir(new_cfg.get("dir")) {
+            let why = e.to_string();
+            let why = why.split(" (os error").next().unwrap_or_default();
+            ctx.out.error(&format!(
+                "ERR CONFIG SET failed (possibly related to argument 'dir') - {why}"
+            ));
+            return;
+        }
+        // CONFIG GET dir shows the absolute path, as redis-server's getcwd().
+        if let Some(cwd) = std::env::current_dir()
+            .ok()
+            .and_then(|p| p.to_str().map(String::from))
+        {
+            let _ = new_cfg.set("dir", &cwd);
+        }
+    }
     let requirepass = !new_cfg.get("requirepass").is_empty();
     let loglevel = new_cfg.get("loglevel").to_string();
     *ctx.server.config.write() = new_cfg;
@@ -1235,18 +1278,11 @@ fn lastsave(ctx: &mut Ctx) -> Outcome {
     Outcome::Done
 }
 
-/// Records a (pretend) successful save: persistence does not exist yet, so no file is
-/// written; the change counter and LASTSAVE move as after a real save.
-fn mark_saved(server: &Server) {
-    server.stats.dirty.store(0, Ordering::Relaxed);
-    server
-        .last_save
-        .store(crate::db::now_ms() / 1000, Ordering::Relaxed);
-}
-
 fn save(ctx: &mut Ctx) -> Outcome {
-    mark_saved(ctx.server);
-    ctx.out.ok();
+    match crate::persist::save(ctx.server) {
+        Ok(()) => ctx.out.ok(),
+        Err(e) => ctx.out.error(&e),
+    }
     Outcome::Done
 }
 
@@ -1255,8 +1291,20 @@ fn bgsave(ctx: &mut Ctx) -> Outcome {
         ctx.out.syntax_error();
         return Outcome::Done;
     }
-    mark_saved(ctx.server);
-    ctx.out.simple("Background saving started");
+    let Some(server) = ctx.server.me.get().and_then(|w| w.upgrade()) else {
+        ctx.out.error("ERR Background save failed to start");
+        return Outcome::Done;
+    };
+    if server.persist.in_progress() && ctx.args.len() == 2 {
+        // BGSAVE SCHEDULE: after the running one.
+        server.persist.scheduled.store(true, Ordering::Release);
+        ctx.out.simple("Background saving scheduled");
+        return Outcome::Done;
+    }
+    match crate::persist::bgsave(&server) {
+        Ok(()) => ctx.out.simple("Background saving started"),
+        Err(e) => ctx.out.error(e),
+    }
     Outcome::Done
 }
 
@@ -1289,6 +1337,12 @@ fn shutdown(ctx: &mut Ctx) -> Outcome {
         ctx.out.error("ERR No shutdown in progress.");
         return Outcome::Done;
     }
+    let force = (1..ctx.args.len()).any(|i| ctx.arg_is(i, "FORCE"));
+    if !crate::persist::save_on_shutdown(ctx.server, save, nosave) && !force {
+        ctx.out.error("ERR Errors trying to SHUTDOWN. Check logs.");
+        return Outcome::Done;
+    }
+    ctx.server.persist.final_done.store(true, Ordering::Release);
     ctx.server.shutting_down.store(true, Ordering::Release);
     ctx.server.shutdown.notify_one();
     // No reply: the connection closes and the server exits.

@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub offset: u64,
     /// Replication ID at that offset.
     pub replid: String,
+    /// The copy's memory, left out of `maxmemory` until the snapshot is dropped.
+    pub charge: Option<crate::persist::CopyCharge>,
 }
 
 /// What a PSYNC/SYNC turns into.
@@ -160,6 +162,24 @@ pub fn prepare(
     let replid = i.replid.clone();
     drop(i);
     drop(f);
+    let (dbs, charge) = crate::persist::charged_copy(server, &mut l);
+    drop(l);
+    r.stats.sync_full.fetch_add(1, Ordering::Relaxed);
+    server.log.notice(&format!(
+        "Starting BGSAVE for SYNC with target: replicas sockets (snapshot of {} keys at offset {offset})",
+        dbs.iter().map(|(_, k)| k.len()).sum::<usize>()
+    ));
+    SyncPlan::Full(Box::new(Snapshot {
+        dbs,
+        stream_db,
+        offset,
+        replid,
+        charge: Some(charge),
+    }))
+}
+
+/// Copies every key of every database `l` holds locked (all of them: `lock_everything`).
+pub fn copy_keyspace(l: &mut Locked) -> Vec<(usize, Vec<(Key, Entry)>)> {
     let mut dbs: Vec<(usize, Vec<(Key, Entry)>)> = Vec::new();
     for (d, s, shard) in l.all_shards_mut() {
         if shard.is_empty() {
@@ -174,27 +194,38 @@ pub fn prepare(
             }
         }
     }
-    drop(l);
-    r.stats.sync_full.fetch_add(1, Ordering::Relaxed);
-    server.log.notice(&format!(
-        "Starting BGSAVE for SYNC with target: replicas sockets (snapshot of {} keys at offset {offset})",
-        dbs.iter().map(|(_, k)| k.len()).sum::<usize>()
-    ));
-    SyncPlan::Full(Box::new(Snapshot {
-        dbs,
-        stream_db,
-        offset,
-        replid,
-    }))
+    dbs
 }
 
 /// Serializes a snapshot as an RDB file.
 pub fn snapshot_rdb(s: &Snapshot) -> Vec<u8> {
     let keys: usize = s.dbs.iter().map(|(_, k)| k.len()).sum();
     let mut out = Vec::with_capacity(64 + keys * 32);
+    let _ = write_snapshot(s, &mut |b| {
+        out.extend_from_slice(b);
+        Ok(())
+    });
+    out
+}
+
+/// Serializes a snapshot as an RDB file into `sink`, in pieces of about 64 KB (a file is
+/// written without holding a second copy of the data in memory).
+pub fn write_snapshot(
+    s: &Snapshot,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    const PIECE: usize = 64 * 1024;
+    let mut buf = Vec::with_capacity(PIECE + 4096);
+    let mut crc = 0u64;
+    let mut flush = |buf: &mut Vec<u8>, crc: &mut u64| -> std::io::Result<()> {
+        *crc = crate::rdb::crc64(*crc, buf);
+        sink(buf)?;
+        buf.clear();
+        Ok(())
+    };
     let ctime = crate::db::now_ms() / 1000;
     crate::rdb::write_file_header(
-        &mut out,
+        &mut buf,
         &[
             ("redis-ver", crate::REDIS_VERSION.to_string()),
             ("redis-bits", "64".into()),
@@ -208,13 +239,18 @@ pub fn snapshot_rdb(s: &Snapshot) -> Vec<u8> {
     );
     for (db, entries) in &s.dbs {
         let expires = entries.iter().filter(|(_, e)| e.expire_at != 0).count();
-        crate::rdb::write_file_db(&mut out, *db, entries.len(), expires);
+        crate::rdb::write_file_db(&mut buf, *db, entries.len(), expires);
         for (k, e) in entries {
-            crate::rdb::write_file_key(&mut out, k, &e.value, e.expire_at);
+            crate::rdb::write_file_key(&mut buf, k, &e.value, e.expire_at);
+            if buf.len() >= PIECE {
+                flush(&mut buf, &mut crc)?;
+            }
         }
     }
-    crate::rdb::write_file_end(&mut out);
-    out
+    buf.push(crate::rdb::opcodes::EOF);
+    crc = crate::rdb::crc64(crc, &buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    sink(&buf)
 }
 
 /// Runs a replication link on a connection that sent PSYNC/SYNC until it breaks.

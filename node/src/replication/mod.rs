@@ -214,6 +214,16 @@ impl Replication {
         self.feeding.load(Ordering::Relaxed)
     }
 
+    /// The current replication ID.
+    pub fn replid(&self) -> String {
+        self.inner.lock().replid.clone()
+    }
+
+    /// The database the stream last selected (for an RDB's `repl-stream-db`).
+    pub fn stream_db(&self) -> usize {
+        self.feed.lock().stream_db.unwrap_or(0)
+    }
+
     /// Bytes the replication stream buffer holds (INFO `mem_replication_backlog`; not counted
     /// against `maxmemory`).
     pub fn buffer_bytes(&self) -> usize {
