@@ -265,12 +265,17 @@ pub fn shard_of_slot(slot: u16) -> usize {
 
 impl Shard {
     fn new() -> Shard {
-        let mut maps = Vec::with_capacity(MAPS_PER_SHARD);
-        maps.resize_with(MAPS_PER_SHARD, KeyMap::default);
-        Shard {
-            maps,
-            ..Default::default()
+        // The slot maps are made on the first write: a database never written (15 of the 16
+        // in most deployments) costs a few bytes per shard, not 2 KB.
+        Shard::default()
+    }
+
+    /// The map of map index `idx`, created with its siblings on first use.
+    fn map_mut(&mut self, idx: usize) -> &mut KeyMap {
+        if self.maps.is_empty() {
+            self.maps.resize_with(MAPS_PER_SHARD, KeyMap::default);
         }
+        &mut self.maps[idx]
     }
 
     /// Number of keys in this shard (including not-yet-collected expired ones).
@@ -293,7 +298,7 @@ impl Shard {
 
     /// The entry of `key` (which must belong to this shard), expired or not.
     pub fn entry(&self, key: &[u8]) -> Option<&Entry> {
-        self.maps[map_index(key_slot(key))].get(key)
+        self.maps.get(map_index(key_slot(key)))?.get(key)
     }
 
     /// Visits up to `n` entries for eviction's sampling: from map `start` (modulo the maps),
@@ -328,9 +333,10 @@ impl Shard {
         }
     }
 
-    /// The map of `slot` (which must belong to this shard).
-    pub fn slot_map(&self, slot: u16) -> &KeyMap {
-        &self.maps[map_index(slot)]
+    /// The map of `slot` (which must belong to this shard); None while the shard was never
+    /// written.
+    pub fn slot_map(&self, slot: u16) -> Option<&KeyMap> {
+        self.maps.get(map_index(slot))
     }
 
     fn touch(&mut self, key: &[u8]) {
@@ -395,7 +401,11 @@ impl Shard {
             // Only keys that exist are touched, as Redis does.
             for (k, flags) in &self.watched {
                 let slot = key_slot(k);
-                if self.maps[map_index(slot)].contains_key(&k[..]) {
+                if self
+                    .maps
+                    .get(map_index(slot))
+                    .is_some_and(|m| m.contains_key(&k[..]))
+                {
                     for f in flags {
                         f.store(true, Ordering::Release);
                     }
@@ -686,10 +696,12 @@ impl<'a> Locked<'a> {
         if self.guards[pos].1.expires > 0 && !self.ignore_expired {
             let now = self.now;
             let shard = &mut *self.guards[pos].1;
-            expired = matches!(shard.maps[idx].get(key), Some(e) if e.expired(now));
+            expired =
+                matches!(shard.maps.get(idx).and_then(|m| m.get(key)), Some(e) if e.expired(now));
             if expired && !self.no_delete_expired {
-                let dead = shard.maps[idx].remove_entry(key);
-                shrink_after_removal(&mut shard.maps[idx]);
+                let m = shard.map_mut(idx);
+                let dead = m.remove_entry(key);
+                shrink_after_removal(m);
                 shard.expires -= 1;
                 shard.touch(key);
                 if self.track_expired {
@@ -721,7 +733,7 @@ impl<'a> Locked<'a> {
         if expired {
             return None;
         }
-        let e = shard.maps[idx].get_mut(key)?;
+        let e = shard.maps.get_mut(idx)?.get_mut(key)?;
         if record {
             e.lru = ks.access.stamp(Some(e.lru), now);
         }
@@ -735,7 +747,7 @@ impl<'a> Locked<'a> {
         if expired {
             return None;
         }
-        shard.maps[idx].get(key)
+        shard.maps.get(idx)?.get(key)
     }
 
     /// True when the key exists (not an access).
@@ -754,11 +766,11 @@ impl<'a> Locked<'a> {
             return None;
         }
         if (!shard.watched.is_empty() || !shard.blocked.is_empty())
-            && shard.maps[idx].contains_key(key)
+            && shard.maps.get(idx).is_some_and(|m| m.contains_key(key))
         {
             shard.touch(key);
         }
-        let e = shard.maps[idx].get_mut(key)?;
+        let e = shard.maps.get_mut(idx)?.get_mut(key)?;
         if record {
             e.lru = ks.access.stamp(Some(e.lru), now);
         }
@@ -772,7 +784,7 @@ impl<'a> Locked<'a> {
         let (ks, now) = (self.ks, self.now);
         let (shard, idx, _) = self.locate(key);
         shard.touch(key);
-        let m = &mut shard.maps[idx];
+        let m = shard.map_mut(idx);
         // A new value is a new object in Redis: its record starts over.
         let lru = ks.access.stamp(None, now);
         if let Some(e) = m.get_mut(key) {
@@ -808,7 +820,7 @@ impl<'a> Locked<'a> {
     pub fn set_access(&mut self, key: &[u8], idle_secs: Option<u64>, freq: Option<u32>) {
         let (ks, now) = (self.ks, self.now);
         let (shard, idx, _) = self.locate(key);
-        let Some(e) = shard.maps[idx].get_mut(key) else {
+        let Some(e) = shard.maps.get_mut(idx).and_then(|m| m.get_mut(key)) else {
             return;
         };
         if ks.access.lfu.load(Ordering::Relaxed) {
@@ -844,7 +856,7 @@ impl<'a> Locked<'a> {
         shard.touch(key);
         // entry_ref builds an owned key only when the key is new.
         let mut new = false;
-        let e = shard.maps[idx].entry_ref(key).or_insert_with(|| {
+        let e = shard.map_mut(idx).entry_ref(key).or_insert_with(|| {
             new = true;
             Entry::new(make())
         });
@@ -860,8 +872,9 @@ impl<'a> Locked<'a> {
         if expired {
             return None;
         }
-        let old = shard.maps[idx].remove(key)?;
-        shrink_after_removal(&mut shard.maps[idx]);
+        let m = shard.maps.get_mut(idx)?;
+        let old = m.remove(key)?;
+        shrink_after_removal(m);
         if old.expire_at != 0 {
             shard.expires = shard.expires.saturating_sub(1);
         }
@@ -884,7 +897,7 @@ impl<'a> Locked<'a> {
         if expired {
             return false;
         }
-        let Some(e) = shard.maps[idx].get_mut(key) else {
+        let Some(e) = shard.maps.get_mut(idx).and_then(|m| m.get_mut(key)) else {
             return false;
         };
         let was = e.expire_at;
@@ -983,8 +996,10 @@ impl<'a> Locked<'a> {
             .iter()
             .find(|(g, _)| *g == id)
             .map(|(_, s)| {
-                s.maps[map_index(slot)]
-                    .values()
+                s.maps
+                    .get(map_index(slot))
+                    .into_iter()
+                    .flat_map(|m| m.values())
                     .filter(|e| !e.expired(now))
                     .count()
             })
@@ -1003,8 +1018,10 @@ impl<'a> Locked<'a> {
             .iter()
             .find(|(g, _)| *g == id)
             .map(|(_, s)| {
-                s.maps[map_index(slot)]
-                    .iter()
+                s.maps
+                    .get(map_index(slot))
+                    .into_iter()
+                    .flat_map(|m| m.iter())
                     .filter(|(_, e)| !e.expired(now))
                     .take(n)
                     .map(|(k, _)| k.clone())

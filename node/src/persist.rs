@@ -74,6 +74,29 @@ pub struct CopyCharge {
     counter: Arc<AtomicU64>,
 }
 
+impl CopyCharge {
+    /// A charge of `bytes` on `counter`.
+    pub fn new(counter: &Arc<AtomicU64>, bytes: u64) -> CopyCharge {
+        counter.fetch_add(bytes, Ordering::Relaxed);
+        CopyCharge {
+            bytes,
+            counter: counter.clone(),
+        }
+    }
+
+    /// Changes the charge to `bytes` (a buffer that grew).
+    pub fn resize(&mut self, bytes: u64) {
+        if bytes >= self.bytes {
+            self.counter
+                .fetch_add(bytes - self.bytes, Ordering::Relaxed);
+        } else {
+            self.counter
+                .fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+        }
+        self.bytes = bytes;
+    }
+}
+
 impl Drop for CopyCharge {
     fn drop(&mut self) {
         self.counter.fetch_sub(self.bytes, Ordering::Relaxed);
@@ -86,9 +109,7 @@ pub fn charged_copy(server: &Server, l: &mut Locked) -> (KeyspaceCopy, CopyCharg
     let before = crate::alloc::used();
     let dbs = copy_keyspace(l);
     let bytes = crate::alloc::used().saturating_sub(before);
-    let counter = server.persist.copies.clone();
-    counter.fetch_add(bytes, Ordering::Relaxed);
-    (dbs, CopyCharge { bytes, counter })
+    (dbs, CopyCharge::new(&server.persist.copies, bytes))
 }
 
 /// The save points of the `save` directive: (seconds, changes) pairs.

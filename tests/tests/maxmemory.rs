@@ -394,3 +394,26 @@ fn a_save_does_not_make_maxmemory_evict() {
     assert_eq!(int_field(p.port, "stats", "evicted_keys"), 0);
     assert_eq!(dbsize(p.port), Some(20_000));
 }
+
+/// The same for a replica's full resync: the copy and the RDB built from it are sent, not
+/// kept, so a master near its limit does not evict for them.
+#[test]
+fn a_full_resync_does_not_make_maxmemory_evict() {
+    let bin = our_bin("slotgate-node");
+    let m = spawn_server(&bin, slotgate_tests::repl::FAST_SYNC);
+    let base = int_field(m.port, "memory", "used_memory") as u64;
+    fill(m.port, "k", 20_000, None);
+    let used = int_field(m.port, "memory", "used_memory") as u64;
+    // Room for the replication backlog the first replica creates, not for the data twice.
+    set_limit(m.port, "allkeys-lru", used + (used - base) / 4);
+    let mp = m.port.to_string();
+    let mut args = slotgate_tests::repl::FAST_SYNC.to_vec();
+    args.extend_from_slice(&["--replicaof", "127.0.0.1", &mp]);
+    let r = spawn_server(&bin, &args);
+    wait_until("the replica in sync", Duration::from_secs(30), || {
+        slotgate_tests::repl::in_sync(m.port, r.port)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(int_field(m.port, "stats", "evicted_keys"), 0);
+    assert_eq!(dbsize(r.port), Some(20_000));
+}

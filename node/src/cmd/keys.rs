@@ -524,8 +524,8 @@ fn scan(ctx: &mut Ctx) -> Outcome {
         let mut examined = 0usize;
         while slot < SLOT_COUNT {
             let map = ctx.ks.shard(slot % SHARDS).slot_map(slot as u16);
-            examined += map.len();
-            for (k, e) in map {
+            examined += map.map_or(0, |m| m.len());
+            for (k, e) in map.into_iter().flatten() {
                 if !live(e, now) {
                     continue;
                 }

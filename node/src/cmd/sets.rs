@@ -100,7 +100,7 @@ fn with_sets<R>(
             let e = shards
                 .get(shard_of_slot(slot))?
                 .as_ref()?
-                .slot_map(slot)
+                .slot_map(slot)?
                 .get(&k[..])?;
             if e.expire_at != 0 && e.expire_at <= now {
                 return None;

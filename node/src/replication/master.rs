@@ -197,19 +197,8 @@ pub fn copy_keyspace(l: &mut Locked) -> Vec<(usize, Vec<(Key, Entry)>)> {
     dbs
 }
 
-/// Serializes a snapshot as an RDB file.
-pub fn snapshot_rdb(s: &Snapshot) -> Vec<u8> {
-    let keys: usize = s.dbs.iter().map(|(_, k)| k.len()).sum();
-    let mut out = Vec::with_capacity(64 + keys * 32);
-    let _ = write_snapshot(s, &mut |b| {
-        out.extend_from_slice(b);
-        Ok(())
-    });
-    out
-}
-
-/// Serializes a snapshot as an RDB file into `sink`, in pieces of about 64 KB (a file is
-/// written without holding a second copy of the data in memory).
+/// Serializes a snapshot as an RDB file into `sink`, in pieces of about 64 KB (a save writes
+/// them to the file as they come; a full resync collects them for the replica).
 pub fn write_snapshot(
     s: &Snapshot,
     sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
@@ -338,8 +327,21 @@ async fn sync(
             }
             let offset = snap.offset;
             r.set_link(start.id, |l| l.state = "send_bulk");
-            let mut job = tokio::task::spawn_blocking(move || snapshot_rdb(&snap));
-            let rdb = loop {
+            // The serialized file is charged like the copy (not counted against maxmemory)
+            // until it has been sent.
+            let copies = server.persist.copies.clone();
+            let mut job = tokio::task::spawn_blocking(move || {
+                let mut charge = crate::persist::CopyCharge::new(&copies, 0);
+                let mut out = Vec::new();
+                let _ = write_snapshot(&snap, &mut |b| {
+                    out.extend_from_slice(b);
+                    charge.resize(out.capacity() as u64);
+                    Ok(())
+                });
+                drop(snap);
+                (out, charge)
+            });
+            let (rdb, _charge) = loop {
                 tokio::select! {
                     res = &mut job => break res.map_err(std::io::Error::other)?,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {
