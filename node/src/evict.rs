@@ -366,31 +366,21 @@ fn sample_db(
             !s.is_empty()
         }
     };
-    let mut tried = 0;
-    for _ in 0..8 {
-        let shard = d.lock_shard(rng.gen_range(0..SHARDS));
-        if !has_keys(&shard) {
-            continue;
-        }
-        tried += 1;
-        let (start, skip) = (rng.gen(), rng.gen());
-        shard.sample(start, skip, volatile, n - seen, |k, e| {
-            seen += 1;
-            visit(k, e);
-        });
-        if seen >= n {
+    // Eight random shards; only when none of them held a key, every shard from a random one.
+    const RANDOM_TRIES: usize = 8;
+    let random: [usize; RANDOM_TRIES] = std::array::from_fn(|_| rng.gen_range(0..SHARDS));
+    let first = rng.gen_range(0..SHARDS);
+    let scan = (0..SHARDS).map(|i| (first + i) % SHARDS);
+    let mut found_any = false;
+    for (i, idx) in random.into_iter().chain(scan).enumerate() {
+        if i == RANDOM_TRIES && found_any {
             return;
         }
-    }
-    if tried > 0 {
-        return;
-    }
-    let first = rng.gen_range(0..SHARDS);
-    for i in 0..SHARDS {
-        let shard = d.lock_shard((first + i) % SHARDS);
+        let shard = d.lock_shard(idx);
         if !has_keys(&shard) {
             continue;
         }
+        found_any = true;
         let (start, skip) = (rng.gen(), rng.gen());
         shard.sample(start, skip, volatile, n - seen, |k, e| {
             seen += 1;
