@@ -358,10 +358,6 @@ async fn run(
             }
             Err(e) => return Err(e),
         };
-        st.info.last_active_ms.store(
-            st.info.created.elapsed().as_millis() as u64,
-            Ordering::Relaxed,
-        );
         let mut closing = false;
         loop {
             // Dispatch up to max_pipeline requests; their backend work starts immediately.
@@ -376,6 +372,12 @@ async fn run(
             }
             // One clock read per batch: every request in it arrived with the same read.
             let started = Instant::now();
+            st.info.last_active_ms.store(
+                started
+                    .saturating_duration_since(st.info.created)
+                    .as_millis() as u64,
+                Ordering::Relaxed,
+            );
             while batch.len() < max_pipeline {
                 let limits = Limits {
                     max_bulk_len: slotgate_protocol::resp::DEFAULT_MAX_BULK_LEN,

@@ -1,9 +1,10 @@
 //! Per-node backend connection pool: a small fixed number of multiplexed, pipelined
 //! connections to one cluster node.
 //!
-//! Each connection is one task owning its socket. Requests from many clients are queued to
-//! it, written in batches (one syscall for everything queued), and replies are matched to
-//! requests in FIFO order by framing them with `protocol::frame_len`. A client always uses
+//! Each connection is one task owning its socket. A client queues a request by appending its
+//! bytes to the connection's next write (no message per request, no copy later): the task
+//! swaps that buffer for its spare one and writes everything queued with one syscall, and
+//! replies are matched to requests in FIFO order by framing them with `protocol::frame_len`. A client always uses
 //! the same connection of a node (chosen by client id), so its requests to that node keep
 //! their order. A connection that cannot connect marks the node down for a short while;
 //! requests then fail fast with a clear error instead of waiting.
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Errors from a backend.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -51,15 +52,28 @@ pub struct PoolConfig {
     pub resp3: bool,
 }
 
-/// One request: encoded command bytes and how many reply frames they produce. The last
-/// reply frame is delivered (earlier ones, e.g. ASKING's `+OK`, are dropped).
-pub struct Request {
-    /// Encoded RESP command(s).
-    pub data: Bytes,
-    /// Number of reply frames expected.
-    pub frames: u32,
-    /// Where the reply goes.
-    pub reply: oneshot::Sender<Result<Bytes, BackendError>>,
+/// What waits for one connection's task: the bytes of every queued request, already laid
+/// out as the next write, and where each one's reply goes.
+#[derive(Default)]
+struct Queue {
+    /// The queued requests' bytes, in order.
+    wbuf: BytesMut,
+    /// Reply frames expected and reply sender of each queued request, in order.
+    waiting: Vec<(u32, Reply)>,
+    /// The pool is gone: the task ends.
+    closed: bool,
+}
+
+/// Where a request's reply goes (the last of its frames; earlier ones, e.g. ASKING's `+OK`,
+/// are dropped).
+type Reply = oneshot::Sender<Result<Bytes, BackendError>>;
+
+/// One connection of a pool as its clients see it: the queue and the task's wake-up.
+#[derive(Default)]
+struct Conn {
+    queue: Mutex<Queue>,
+    /// Notified when the queue goes from empty to not empty (or the pool closes).
+    wake: tokio::sync::Notify,
 }
 
 /// Live counters of a pool (metrics, status).
@@ -75,7 +89,7 @@ pub struct PoolStats {
 pub struct Pool {
     /// Node address `host:port`.
     pub addr: Arc<str>,
-    conns: Vec<mpsc::UnboundedSender<Request>>,
+    conns: Vec<Arc<Conn>>,
     /// Set while `down_until` holds a mark: the request path reads only this flag.
     down: AtomicBool,
     down_until: Mutex<Option<(Instant, String)>>,
@@ -91,12 +105,12 @@ impl Pool {
         let mut conns = Vec::with_capacity(n);
         Arc::new_cyclic(|weak: &std::sync::Weak<Pool>| {
             for _ in 0..n {
-                let (tx, rx) = mpsc::unbounded_channel();
-                conns.push(tx);
+                let conn = Arc::new(Conn::default());
+                conns.push(conn.clone());
                 let task = ConnTask {
                     addr: addr.clone(),
                     cfg: cfg.clone(),
-                    rx,
+                    conn,
                     pool: weak.clone(),
                     stats: stats.clone(),
                 };
@@ -124,17 +138,14 @@ impl Pool {
             let _ = tx.send(Err(BackendError::Unreachable(self.addr.clone(), reason)));
             return rx;
         }
-        let idx = (client as usize) % self.conns.len();
-        let req = Request {
-            data,
-            frames,
-            reply: tx,
-        };
-        if let Err(mpsc::error::SendError(req)) = self.conns[idx].send(req) {
-            let _ = req.reply.send(Err(BackendError::Lost(
-                self.addr.clone(),
-                "pool closed".into(),
-            )));
+        let conn = &self.conns[(client as usize) % self.conns.len()];
+        let mut q = conn.queue.lock();
+        let first = q.waiting.is_empty();
+        q.wbuf.extend_from_slice(&data);
+        q.waiting.push((frames, tx));
+        drop(q);
+        if first {
+            conn.wake.notify_one();
         }
         rx
     }
@@ -168,10 +179,20 @@ impl Pool {
     }
 }
 
+impl Drop for Pool {
+    /// Ends the connection tasks (what they still hold fails as a closed connection).
+    fn drop(&mut self) {
+        for c in &self.conns {
+            c.queue.lock().closed = true;
+            c.wake.notify_one();
+        }
+    }
+}
+
 struct ConnTask {
     addr: Arc<str>,
     cfg: PoolConfig,
-    rx: mpsc::UnboundedReceiver<Request>,
+    conn: Arc<Conn>,
     pool: std::sync::Weak<Pool>,
     stats: Arc<PoolStats>,
 }
@@ -179,7 +200,7 @@ struct ConnTask {
 struct Pending {
     frames: u32,
     sent: Instant,
-    reply: oneshot::Sender<Result<Bytes, BackendError>>,
+    reply: Reply,
 }
 
 /// Dials `addr` (`host:port`, IPv6 hosts in brackets or bare).
@@ -260,7 +281,38 @@ impl ConnTask {
         Ok(s)
     }
 
-    async fn run(mut self) {
+    /// Moves everything queued into `pending` and swaps the queued bytes into `wbuf` (empty
+    /// on entry, so the queue gets the spare buffer back). `None` once the pool is gone.
+    fn take_queued(&self, wbuf: &mut BytesMut, pending: &mut VecDeque<Pending>) -> Option<usize> {
+        let mut q = self.conn.queue.lock();
+        if q.closed {
+            return None;
+        }
+        if q.waiting.is_empty() {
+            return Some(0);
+        }
+        std::mem::swap(&mut q.wbuf, wbuf);
+        let n = q.waiting.len();
+        // One clock read (and one count) for the whole write batch.
+        let sent = Instant::now();
+        pending.extend(q.waiting.drain(..).map(|(frames, reply)| Pending {
+            frames,
+            sent,
+            reply,
+        }));
+        Some(n)
+    }
+
+    /// Fails every queued request with `err` (the node is unreachable).
+    fn fail_queued(&self, err: &BackendError) {
+        let mut q = self.conn.queue.lock();
+        q.wbuf.clear();
+        for (_, reply) in q.waiting.drain(..) {
+            let _ = reply.send(Err(err.clone()));
+        }
+    }
+
+    async fn run(self) {
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut wbuf = BytesMut::with_capacity(16 * 1024);
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
@@ -276,9 +328,18 @@ impl ConnTask {
         tokio::pin!(timer);
         loop {
             // Wait for work before connecting (lazy connect).
-            let Some(first) = self.rx.recv().await else {
-                return;
-            };
+            loop {
+                {
+                    let q = self.conn.queue.lock();
+                    if q.closed {
+                        return;
+                    }
+                    if !q.waiting.is_empty() {
+                        break;
+                    }
+                }
+                self.conn.wake.notified().await;
+            }
             let mut sock = match self.connect().await {
                 Ok(s) => s,
                 Err(why) => {
@@ -286,48 +347,28 @@ impl ConnTask {
                     if let Some(p) = self.pool.upgrade() {
                         p.mark_down(why.clone(), self.cfg.down_for);
                     }
-                    let err = BackendError::Unreachable(self.addr.clone(), why);
-                    let _ = first.reply.send(Err(err.clone()));
-                    while let Ok(r) = self.rx.try_recv() {
-                        let _ = r.reply.send(Err(err.clone()));
-                    }
+                    self.fail_queued(&BackendError::Unreachable(self.addr.clone(), why));
                     continue;
                 }
             };
             self.stats.connected.fetch_add(1, Ordering::Relaxed);
-            let mut next = Some(first);
             let mut armed = false;
             let err = 'conn: loop {
-                // Queue everything available, then write it in one go.
-                if let Some(r) = next.take() {
-                    // One clock read (and one count) for the whole write batch.
-                    let sent = Instant::now();
-                    let queued = pending.len();
-                    wbuf.extend_from_slice(&r.data);
-                    pending.push_back(Pending {
-                        frames: r.frames,
-                        sent,
-                        reply: r.reply,
-                    });
-                    while let Ok(r) = self.rx.try_recv() {
-                        wbuf.extend_from_slice(&r.data);
-                        pending.push_back(Pending {
-                            frames: r.frames,
-                            sent,
-                            reply: r.reply,
-                        });
-                        if wbuf.len() > 1 << 20 {
-                            break;
-                        }
-                    }
-                    let n = (pending.len() - queued) as u64;
-                    requests.increment(n);
+                // Take everything queued and write it in one go.
+                match self.take_queued(&mut wbuf, &mut pending) {
+                    None => return,
+                    Some(0) => {}
+                    Some(n) => requests.increment(n as u64),
                 }
                 if !wbuf.is_empty() {
                     if let Err(e) = sock.write_all(&wbuf).await {
                         break 'conn e.to_string();
                     }
                     wbuf.clear();
+                    if wbuf.capacity() > 1 << 20 {
+                        // A burst's buffer is not kept.
+                        wbuf = BytesMut::with_capacity(16 * 1024);
+                    }
                 }
                 if !armed {
                     if let Some(p) = pending.front() {
@@ -378,12 +419,7 @@ impl ConnTask {
                             rbuf.reserve(16 * 1024);
                         }
                     }
-                    r = self.rx.recv() => {
-                        match r {
-                            Some(req) => next = Some(req),
-                            None => return,
-                        }
-                    }
+                    _ = self.conn.wake.notified() => {}
                     _ = &mut timer, if armed => {
                         match pending.front() {
                             Some(p) if p.sent.elapsed() >= self.cfg.read_timeout => {
