@@ -571,7 +571,7 @@ async fn to_master(proxy: &Proxy, client: &ClientState, addr: &Arc<str>, data: B
 async fn to_master_once(client: &ClientState, addr: &Arc<str>, data: Bytes) -> Bytes {
     match client
         .router
-        .send(addr, client.resp3, client.id, data, 1)
+        .send(addr, client.resp3, client.id, &data, 1)
         .await
     {
         Ok(Ok(r)) => r,
@@ -584,11 +584,7 @@ async fn all_masters(client: &ClientState, data: &Bytes) -> Vec<Bytes> {
     let masters = sorted_masters(client);
     let mut rxs = Vec::new();
     for m in &masters {
-        rxs.push(
-            client
-                .router
-                .send(m, client.resp3, client.id, data.clone(), 1),
-        );
+        rxs.push(client.router.send(m, client.resp3, client.id, &data, 1));
     }
     let mut out = Vec::new();
     for rx in rxs {

@@ -130,7 +130,7 @@ impl Pool {
     pub fn send(
         &self,
         client: u64,
-        data: Bytes,
+        data: &[u8],
         frames: u32,
     ) -> oneshot::Receiver<Result<Bytes, BackendError>> {
         let (tx, rx) = oneshot::channel();
@@ -141,7 +141,7 @@ impl Pool {
         let conn = &self.conns[(client as usize) % self.conns.len()];
         let mut q = conn.queue.lock();
         let first = q.waiting.is_empty();
-        q.wbuf.extend_from_slice(&data);
+        q.wbuf.extend_from_slice(data);
         q.waiting.push((frames, tx));
         drop(q);
         if first {

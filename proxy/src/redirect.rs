@@ -56,7 +56,7 @@ pub async fn execute(
                 }
             },
         };
-        let res = router.send(&addr, resp3, client, payload, frames).await;
+        let res = router.send(&addr, resp3, client, &payload, frames).await;
         let reply = match res {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {

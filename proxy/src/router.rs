@@ -125,7 +125,7 @@ impl Router {
         slot: u16,
         resp3: bool,
         client: u64,
-        data: bytes::Bytes,
+        data: &[u8],
         frames: u32,
     ) -> Option<tokio::sync::oneshot::Receiver<Result<bytes::Bytes, crate::pool::BackendError>>>
     {
@@ -167,7 +167,7 @@ impl Router {
         addr: &Arc<str>,
         resp3: bool,
         client: u64,
-        data: bytes::Bytes,
+        data: &[u8],
         frames: u32,
     ) -> tokio::sync::oneshot::Receiver<Result<bytes::Bytes, crate::pool::BackendError>> {
         let pools = if resp3 {

@@ -333,7 +333,7 @@ pub async fn run_tx(op: TxOp, st: &mut ClientState) -> Bytes {
 async fn still_owner(st: &ClientState, addr: &Arc<str>, key: &Bytes) -> bool {
     let mut enc = BytesMut::new();
     slotgate_protocol::resp::write_command(&mut enc, &[&b"EXISTS"[..], key]);
-    let probe = st.router.pool(addr).send(st.id, enc.freeze(), 1);
+    let probe = st.router.pool(addr).send(st.id, &enc, 1);
     match tokio::time::timeout(Duration::from_secs(2), probe).await {
         Ok(Ok(Ok(r))) => error_text(&r).and_then(parse_redirect).is_none(),
         _ => true,
@@ -456,7 +456,7 @@ pub async fn run_blocking(
                         &mut enc,
                         &[&b"CLIENT"[..], b"UNBLOCK", bid.to_string().as_bytes(), reason.as_bytes()],
                     );
-                    let r = st.router.pool(&addr).send(st.id, enc.freeze(), 1);
+                    let r = st.router.pool(&addr).send(st.id, &enc, 1);
                     match tokio::time::timeout(Duration::from_secs(2), r).await {
                         // Keep reading: the node now answers the blocked command itself.
                         Ok(Ok(Ok(r))) if r.starts_with(b":1") => {}

@@ -102,7 +102,7 @@ pub fn encode(enc: &mut BytesMut, args: &[impl AsRef<[u8]>]) -> Bytes {
     enc.split().freeze()
 }
 
-fn send_part(client: &ClientState, slot: u16, data: Bytes) -> Option<Rx> {
+fn send_part(client: &ClientState, slot: u16, data: &[u8]) -> Option<Rx> {
     client
         .router
         .send_slot(slot, client.resp3, client.id, data, 1)
@@ -187,7 +187,7 @@ pub fn dispatch(
                 return p;
             }
         }
-        return match send_part(client, first, data.clone()) {
+        return match send_part(client, first, &data) {
             Some(rx) => Pending::Single {
                 slot: first,
                 data,
@@ -345,7 +345,7 @@ fn replica_read(client: &ClientState, slot: u16, data: Bytes) -> Option<Pending>
         let addr = &shard.replicas[(start + k) % shard.replicas.len()];
         let pool = client.router.replica_pool(addr, client.resp3);
         if pool.is_up() {
-            let rx = pool.send(client.id, data.clone(), 1);
+            let rx = pool.send(client.id, &data, 1);
             return Some(Pending::Single { slot, data, rx });
         }
     }
@@ -386,7 +386,7 @@ fn split_keys(
             }
         }
         let data = encode(enc, &sub);
-        let rx = send_part(client, slot, data.clone());
+        let rx = send_part(client, slot, &data);
         parts.push(Part {
             slot,
             data,
@@ -607,9 +607,9 @@ pub async fn reload_script(
     let pool = client.router.pool_for(addr, client.resp3);
     let mut enc = BytesMut::new();
     let load = encode(&mut enc, &[&b"SCRIPT"[..], b"LOAD", &body]);
-    let r = pool.send(client.id, load, 1).await.ok()?.ok()?;
+    let r = pool.send(client.id, &load, 1).await.ok()?.ok()?;
     if r.first() == Some(&b'-') {
         return None;
     }
-    pool.send(client.id, data.clone(), 1).await.ok()?.ok()
+    pool.send(client.id, data, 1).await.ok()?.ok()
 }
