@@ -66,7 +66,7 @@ pub static DIRECTIVES: &[Directive] = &[
     d!("port", Kind::Int(0, 65535), "6379", true),
     d!("bind", Kind::Multi, "* -::*", true),
     d!("protected-mode", YESNO, "yes", false),
-    d!("daemonize", YESNO, "no", false),
+    d!("daemonize", YESNO, "no", true),
     d!("pidfile", Kind::Str, "", true),
     d!("logfile", Kind::Str, "", true),
     d!(

@@ -63,6 +63,14 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             return 1;
         }
     };
+    // `daemonize yes`: detach before anything else starts a thread, as redis-server does
+    // (its startup errors then go to the log file, not to the terminal that started it).
+    if config.get_bool("daemonize") {
+        if let Err(e) = daemonize() {
+            eprintln!("Can't daemonize: {e}");
+            return 1;
+        }
+    }
     let server = match server::Server::new(config) {
         Ok(s) => {
             let s = Arc::new(s);
@@ -132,6 +140,33 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             1
         }
     }
+}
+
+/// Detaches from the terminal as redis-server's `daemonize()`: fork (the parent exits 0), a
+/// new session, stdin/stdout/stderr on /dev/null. Call while the process has one thread.
+fn daemonize() -> std::io::Result<()> {
+    // SAFETY: the process is still single-threaded (no runtime, no worker started), so the
+    // child is a full copy and may go on running Rust code.
+    match unsafe { libc::fork() } {
+        -1 => return Err(std::io::Error::last_os_error()),
+        0 => {}
+        _ => std::process::exit(0),
+    }
+    // SAFETY: plain syscalls on the child's own session and file descriptors; the path is a
+    // NUL-terminated literal.
+    unsafe {
+        libc::setsid();
+        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            libc::dup2(fd, libc::STDIN_FILENO);
+            libc::dup2(fd, libc::STDOUT_FILENO);
+            libc::dup2(fd, libc::STDERR_FILENO);
+            if fd > libc::STDERR_FILENO {
+                libc::close(fd);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// SIGTERM / SIGINT: shut down like SHUTDOWN.

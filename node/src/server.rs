@@ -534,8 +534,15 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a daemonized server without `pidfile` writes its pid (redis-server's default).
+const DEFAULT_PIDFILE: &str = "/var/run/redis.pid";
+
 fn write_pidfile(server: &Server) {
-    let pidfile = server.config.read().get("pidfile").to_string();
+    let mut pidfile = server.config.read().get("pidfile").to_string();
+    if pidfile.is_empty() && server.config.read().get_bool("daemonize") {
+        pidfile = DEFAULT_PIDFILE.to_string();
+        let _ = server.config.write().set("pidfile", &pidfile);
+    }
     if !pidfile.is_empty() {
         if let Err(e) = std::fs::write(&pidfile, format!("{}\n", std::process::id())) {
             server

@@ -640,6 +640,105 @@ fn shutdown_closes_and_exits() {
     }
 }
 
+/// True while `pid` runs (a zombie left to an init that does not reap counts as gone).
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// `--daemonize yes`, as redis-server: the command returns at once with status 0, the server
+/// goes on in its own session writing its pid to `pidfile`, and removes the file on SHUTDOWN.
+#[test]
+fn daemonize_detaches_and_writes_pidfile() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("slotgate-daemonize-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pidfile = dir.join("node.pid");
+    let logfile = dir.join("node.log");
+    let t = Instant::now();
+    let mut launcher = std::process::Command::new(our_bin("slotgate-node"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--daemonize", "yes", "--dir"])
+        .arg(&dir)
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .arg("--logfile")
+        .arg(&logfile)
+        .spawn()
+        .unwrap();
+    // The command returns at once with status 0 (bounded: a server that stays in the
+    // foreground is killed and fails the test instead of hanging it).
+    let st = loop {
+        if let Ok(Some(st)) = launcher.try_wait() {
+            break Some(st);
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = launcher.kill();
+            let _ = launcher.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let st = st.expect("slotgate-node --daemonize yes stayed in the foreground");
+    assert!(st.success(), "{st}");
+    // The daemon: its pid in the file, serving, in a session of its own.
+    let mut pid = 0i32;
+    while t.elapsed() < Duration::from_secs(10) {
+        if let Ok(s) = std::fs::read_to_string(&pidfile) {
+            if let Ok(p) = s.trim().parse::<i32>() {
+                if slotgate_tests::repl::try_cmd(port, &["PING"]).is_ok() {
+                    pid = p;
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        pid > 0,
+        "no pidfile / no answer; log:\n{}",
+        std::fs::read_to_string(&logfile).unwrap_or_default()
+    );
+    // SAFETY: getsid only queries the process we started.
+    let sid = unsafe { libc::getsid(pid) };
+    assert!(running(pid));
+    assert_eq!(sid, pid, "the daemon leads its own session");
+    let info = slotgate_tests::repl::info(port, "server");
+    assert_eq!(
+        info.get("process_id").map(String::as_str),
+        Some(pid.to_string().as_str())
+    );
+    assert!(std::fs::read_to_string(&logfile)
+        .unwrap_or_default()
+        .contains("Ready to accept connections"));
+    // SHUTDOWN: the daemon exits and removes its pidfile.
+    let _ = slotgate_tests::repl::try_cmd(port, &["SHUTDOWN", "NOSAVE"]);
+    let t = Instant::now();
+    while running(pid) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let still = running(pid);
+    if still {
+        // SAFETY: ends the daemon this test started (it failed to stop; the test fails below).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(!still, "daemon did not exit on SHUTDOWN");
+    assert!(!pidfile.exists(), "pidfile left behind");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 #[allow(clippy::approx_constant)] // DEBUG PROTOCOL double is Redis's literal 3.141
 fn debug_subcommands() {
