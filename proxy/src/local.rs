@@ -584,7 +584,7 @@ async fn all_masters(client: &ClientState, data: &Bytes) -> Vec<Bytes> {
     let masters = sorted_masters(client);
     let mut rxs = Vec::new();
     for m in &masters {
-        rxs.push(client.router.send(m, client.resp3, client.id, &data, 1));
+        rxs.push(client.router.send(m, client.resp3, client.id, data, 1));
     }
     let mut out = Vec::new();
     for rx in rxs {
