@@ -197,8 +197,8 @@ pub static DIRECTIVES: &[Directive] = &[
     d!("maxclients", Kind::Int(1, MAXI), "10000", true),
     d!("databases", Kind::Int(1, i32::MAX as i64), "16", true),
     d!("timeout", Kind::Int(0, MAXI), "0", true),
-    d!("tcp-keepalive", Kind::Int(0, MAXI), "300", false),
-    d!("tcp-backlog", Kind::Int(0, MAXI), "511", false),
+    d!("tcp-keepalive", Kind::Int(0, MAXI), "300", true),
+    d!("tcp-backlog", Kind::Int(0, MAXI), "511", true),
     d!("proto-max-bulk-len", Kind::Memory, "536870912", true),
     d!(
         "client-query-buffer-limit",

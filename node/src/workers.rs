@@ -68,10 +68,16 @@ fn io_worker(
             return;
         }
     };
+    // `tcp-backlog`: the accept queue of each listener (the kernel caps it at somaxconn).
+    let backlog = server
+        .config
+        .read()
+        .get_int("tcp-backlog")
+        .clamp(1, u32::MAX as i64) as u32;
     rt.block_on(async move {
         let mut listeners = Vec::new();
         for a in &addrs {
-            match slotgate_iopool::reuseport_listener(*a, 511) {
+            match slotgate_iopool::reuseport_listener(*a, backlog) {
                 Ok(l) => listeners.push(l),
                 Err(e) => {
                     let _ = ready.send(Err(format!("{a}: {e}")));
@@ -95,6 +101,33 @@ fn io_worker(
     });
 }
 
+/// `tcp-keepalive N` on a client socket, as redis-server's `anetKeepAlive`: probes after `N`
+/// idle seconds, then every `N/3`, and the peer is dead after 3 unanswered probes.
+fn set_keepalive(sock: &tokio::net::TcpStream, secs: i64) {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    let idle = secs.clamp(1, i32::MAX as i64) as libc::c_int;
+    let opts: [(libc::c_int, libc::c_int, libc::c_int); 4] = [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, (idle / 3).max(1)),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3),
+    ];
+    for (level, name, value) in opts {
+        // SAFETY: setsockopt on a socket this function borrows, with a pointer to a live
+        // c_int and its size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
 async fn accept_loop(server: Arc<Server>, w: usize, listener: TcpListener) {
     loop {
         match listener.accept().await {
@@ -109,6 +142,10 @@ async fn accept_loop(server: Arc<Server>, w: usize, listener: TcpListener) {
                     continue;
                 }
                 let _ = sock.set_nodelay(true);
+                let keepalive = server.config.read().get_int("tcp-keepalive");
+                if keepalive > 0 {
+                    set_keepalive(&sock, keepalive);
+                }
                 server
                     .stats
                     .connections

@@ -640,6 +640,69 @@ fn shutdown_closes_and_exits() {
     }
 }
 
+/// The kernel timer kinds ("tr" in /proc/net/tcp*) of the established sockets whose local
+/// port is `port` (the server's side of its client connections): 2 = keepalive armed.
+fn server_side_timers(port: u16) -> Vec<u32> {
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6 || f[3] != "01" {
+                continue;
+            }
+            let local_port = f[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) {
+                if let Some(tr) = f[5]
+                    .split(':')
+                    .next()
+                    .and_then(|t| u32::from_str_radix(t, 16).ok())
+                {
+                    out.push(tr);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `tcp-keepalive N` arms TCP keepalive on client sockets (redis-server's default is 300);
+/// `tcp-keepalive 0` leaves it off. `tcp-backlog` is accepted as a listen backlog.
+#[test]
+fn tcp_keepalive_on_client_sockets() {
+    for (value, armed) in [("60", true), ("0", false)] {
+        let node = start_node(&["--tcp-keepalive", value, "--tcp-backlog", "128"]);
+        let mut r = Raw::connect(node.port);
+        assert_eq!(r.cmd(&["PING"]), simple("PONG"));
+        assert_eq!(
+            items(r.cmd(&["CONFIG", "GET", "tcp-keepalive"])),
+            vec![bulk("tcp-keepalive"), bulk(value)]
+        );
+        // Wait out transient timers (1: the reply's retransmit timer until it is acked).
+        let t = Instant::now();
+        let mut timers = server_side_timers(node.port);
+        while timers.iter().any(|&k| k != 0 && k != 2) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+            timers = server_side_timers(node.port);
+        }
+        assert!(
+            !timers.is_empty(),
+            "no server-side socket found for port {}",
+            node.port
+        );
+        assert_eq!(
+            timers.iter().all(|&t| t == 2),
+            armed,
+            "tcp-keepalive {value}: timers {timers:?}"
+        );
+    }
+}
+
 /// True while `pid` runs (a zombie left to an init that does not reap counts as gone).
 fn running(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
