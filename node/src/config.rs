@@ -229,7 +229,7 @@ pub static DIRECTIVES: &[Directive] = &[
     ),
     d!("always-show-logo", YESNO, "no", false),
     d!("set-proc-title", YESNO, "yes", false),
-    d!("stop-writes-on-bgsave-error", YESNO, "yes", false),
+    d!("stop-writes-on-bgsave-error", YESNO, "yes", true),
     d!("rdbcompression", YESNO, "yes", false),
     d!("rdbchecksum", YESNO, "yes", false),
     d!("lazyfree-lazy-eviction", YESNO, "no", false),
@@ -263,6 +263,18 @@ pub static DIRECTIVES: &[Directive] = &[
         Kind::Enum(&["yes", "no", "local"]),
         "no",
         true
+    ),
+    d!(
+        "enable-protected-configs",
+        Kind::Enum(&["yes", "no", "local"]),
+        "no",
+        true
+    ),
+    d!(
+        "enable-module-command",
+        Kind::Enum(&["yes", "no", "local"]),
+        "no",
+        false
     ),
     d!(
         "hash-max-listpack-entries",

@@ -169,7 +169,9 @@ fn daemonize() -> std::io::Result<()> {
     Ok(())
 }
 
-/// SIGTERM / SIGINT: shut down like SHUTDOWN.
+/// SIGTERM / SIGINT: shut down like SHUTDOWN, saving first when save points are set. As
+/// redis-server, a node whose final save fails does not exit (that would lose the changes
+/// since the last good save): it logs why and goes on serving until the next signal.
 async fn shutdown_on_signal(server: Arc<server::Server>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
@@ -178,9 +180,26 @@ async fn shutdown_on_signal(server: Arc<server::Server>) {
     ) else {
         return;
     };
-    tokio::select! {
-        _ = term.recv() => server.log.warning("Received SIGTERM scheduling shutdown..."),
-        _ = int.recv() => server.log.warning("Received SIGINT scheduling shutdown..."),
+    loop {
+        tokio::select! {
+            _ = term.recv() => server.log.warning("Received SIGTERM scheduling shutdown..."),
+            _ = int.recv() => server.log.warning("Received SIGINT scheduling shutdown..."),
+        }
+        let srv = server.clone();
+        let saved =
+            tokio::task::spawn_blocking(move || persist::save_on_shutdown(&srv, false, false))
+                .await
+                .unwrap_or(false);
+        if saved {
+            server
+                .persist
+                .final_done
+                .store(true, std::sync::atomic::Ordering::Release);
+            server.shutdown.notify_one();
+            return;
+        }
+        server
+            .log
+            .warning("Errors trying to shut down the server. Check the logs for more information.");
     }
-    server.shutdown.notify_one();
 }

@@ -184,6 +184,8 @@ pub fn save(server: &Server) -> Result<(), String> {
     match write(server, &snap) {
         Ok(()) => {
             saved(server, dirty);
+            // As redis-server's rdbSave: a good save clears a background save's error.
+            server.persist.last_ok.store(true, Ordering::Relaxed);
             server.log.notice("DB saved on disk");
             Ok(())
         }

@@ -269,7 +269,28 @@ fn rdb_files_are_interchangeable_with_redis_server() {
 fn config_set_dir_dbfilename_and_save_behave_like_redis() {
     let first = DataDir::new("dir1");
     let second = DataDir::new("dir2");
-    let n = start_in(&node_bin(), &first, "");
+    // dir and dbfilename are protected configs in Redis 7.0: refused unless enabled.
+    let locked = start_in(&node_bin(), &first, "");
+    for (name, value) in [("dir", second.path()), ("dbfilename", "x.rdb")] {
+        assert_eq!(
+            cmd(locked.port, &["CONFIG", "SET", name, value]),
+            Frame::Error(format!(
+                "ERR CONFIG SET failed (possibly related to argument '{name}') - can't set protected config"
+            ).into_bytes().into())
+        );
+    }
+    drop(locked);
+    let n = spawn_server(
+        &node_bin(),
+        &[
+            "--dir",
+            first.path(),
+            "--save",
+            "",
+            "--enable-protected-configs",
+            "local",
+        ],
+    );
     assert_eq!(cmd(n.port, &["SET", "k", "v"]), ok());
     assert_eq!(cmd(n.port, &["CONFIG", "SET", "dir", second.path()]), ok());
     let got = cmd(n.port, &["CONFIG", "GET", "dir"]);
@@ -302,4 +323,152 @@ fn config_set_dir_dbfilename_and_save_behave_like_redis() {
                 .into()
         )
     );
+}
+
+/// The binaries the differential persistence tests run: slotgate-node, and redis-server when
+/// installed (required in CI).
+fn both_servers() -> Vec<PathBuf> {
+    let mut bins = vec![node_bin()];
+    if let Some(redis) = require_peer("redis-server") {
+        bins.push(redis);
+    }
+    bins
+}
+
+/// Waits until no background save runs on `port`.
+fn wait_bgsave_done(port: u16) {
+    wait_until("background save finished", Duration::from_secs(20), || {
+        info(port, "persistence").get("rdb_bgsave_in_progress") == Some(&"0".to_string())
+    });
+}
+
+/// `stop-writes-on-bgsave-error`: after a failed BGSAVE (its directory removed), writes and
+/// PING get MISCONF while reads work, a write queued in MULTI aborts the transaction, and
+/// writes come back with `stop-writes-on-bgsave-error no`, without save points, or after a
+/// good SAVE. slotgate-node and redis-server give the same replies.
+#[test]
+fn failed_bgsave_stops_writes_like_redis() {
+    let mut runs = Vec::new();
+    for bin in both_servers() {
+        let dir = DataDir::new("misconf");
+        let data = dir.0.join("data");
+        let data2 = dir.0.join("data2");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let s = spawn_server(
+            &bin,
+            &[
+                "--dir",
+                data.to_str().expect("utf-8"),
+                "--save",
+                "3600 1",
+                "--enable-protected-configs",
+                "yes",
+            ],
+        );
+        let mut r = Raw::connect(s.port);
+        let mut replies = vec![r.cmd(&["SET", "a", "1"])];
+        std::fs::remove_dir_all(&data).expect("remove data dir");
+        replies.push(r.cmd(&["BGSAVE"]));
+        wait_bgsave_done(s.port);
+        assert_eq!(
+            info(s.port, "persistence")
+                .get("rdb_last_bgsave_status")
+                .map(String::as_str),
+            Some("err"),
+            "{bin:?}"
+        );
+        for c in [
+            &["SET", "b", "2"][..],
+            &["PING"],
+            &["GET", "a"],
+            &["MULTI"],
+            &["SET", "c", "3"],
+            &["EXEC"],
+            &["MULTI"],
+            &["GET", "a"],
+            &["EXEC"],
+            &["CONFIG", "SET", "stop-writes-on-bgsave-error", "no"],
+            &["SET", "b", "2"],
+            &["CONFIG", "SET", "stop-writes-on-bgsave-error", "yes"],
+            &["SET", "b", "3"],
+            &["CONFIG", "SET", "save", ""],
+            &["SET", "b", "4"],
+            &["CONFIG", "SET", "save", "3600 1"],
+            &["SET", "b", "5"],
+        ] {
+            replies.push(r.cmd(c));
+        }
+        std::fs::create_dir_all(&data2).expect("data2 dir");
+        replies.push(r.cmd(&["CONFIG", "SET", "dir", data2.to_str().expect("utf-8")]));
+        replies.push(r.cmd(&["SAVE"]));
+        replies.push(r.cmd(&["SET", "b", "6"]));
+        replies.push(r.cmd(&["PING"]));
+        runs.push((bin, replies));
+    }
+    let misconf = Frame::Error(
+        "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. Commands that may modify the data set are disabled, because this instance is configured to report errors during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs for details about the RDB error.".into(),
+    );
+    let node = &runs[0].1;
+    assert_eq!(node[2], misconf, "SET after the failed BGSAVE");
+    assert_eq!(node[3], misconf, "PING after the failed BGSAVE");
+    assert_eq!(node[4], bulk("1"), "reads still work");
+    assert_eq!(
+        node[7],
+        Frame::Error("EXECABORT Transaction discarded because of previous errors.".into())
+    );
+    assert_eq!(node[14], misconf, "writes stop again with the option back");
+    assert_eq!(node[16], ok(), "no save points: writes go on");
+    assert_eq!(node[18], misconf, "writes stop again with save points back");
+    assert_eq!(
+        &node[19..],
+        &[ok(), ok(), ok(), Frame::Simple("PONG".into())],
+        "a good SAVE ends the stop"
+    );
+    if let Some((bin, redis)) = runs.get(1) {
+        assert_eq!(node, redis, "slotgate-node vs {bin:?}");
+    }
+}
+
+/// A SIGTERM whose final save fails does not stop the server (redis-server: "Error trying
+/// to save the DB, can't exit"), so the changes since the last save are not lost; once the
+/// directory is writable again the next SIGTERM saves and exits.
+#[test]
+fn sigterm_does_not_exit_when_the_final_save_fails() {
+    for bin in both_servers() {
+        let dir = DataDir::new("sigterm");
+        let data = dir.0.join("data");
+        let data2 = dir.0.join("data2");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let mut s = spawn_server(
+            &bin,
+            &[
+                "--dir",
+                data.to_str().expect("utf-8"),
+                "--save",
+                "3600 1",
+                "--enable-protected-configs",
+                "yes",
+            ],
+        );
+        assert_eq!(cmd(s.port, &["SET", "k", "v"]), ok());
+        std::fs::remove_dir_all(&data).expect("remove data dir");
+        assert!(
+            !s.terminate(Duration::from_millis(1500)),
+            "{bin:?} exited although its final save failed"
+        );
+        assert_eq!(cmd(s.port, &["GET", "k"]), bulk("v"), "{bin:?}");
+        std::fs::create_dir_all(&data2).expect("data2 dir");
+        assert_eq!(
+            cmd(
+                s.port,
+                &["CONFIG", "SET", "dir", data2.to_str().expect("utf-8")]
+            ),
+            ok()
+        );
+        assert!(
+            s.terminate(Duration::from_secs(20)),
+            "{bin:?} still running"
+        );
+        assert!(data2.join("dump.rdb").exists(), "{bin:?} saved nothing");
+    }
 }

@@ -281,7 +281,9 @@ pub fn dispatch(server: &Server, client: &mut Client, out: &mut Reply, args: &[B
     if server.evict.active() && !client.from_master && oom_check(server, client, top, spec, out) {
         return Outcome::Done;
     }
-    if let Some(msg) = replication_check(server, client, top, spec) {
+    let refusal = disk_error_check(server, client, top, spec)
+        .or_else(|| replication_check(server, client, top, spec));
+    if let Some(msg) = refusal {
         if top.name == "exec" && client.multi.is_some() {
             // As Redis: an EXEC refused for what it holds aborts the transaction.
             client.multi_error = true;
@@ -373,6 +375,33 @@ fn queued_has(client: &Client, flag: u64) -> bool {
         q.iter()
             .any(|a| commands::resolve(a).is_some_and(|s| s.has_flag(flag)))
     })
+}
+
+/// redis-server's reply while writes are stopped by a failed background save.
+pub const ERR_MISCONF: &str = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. Commands that may modify the data set are disabled, because this instance is configured to report errors during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs for details about the RDB error.";
+
+/// `stop-writes-on-bgsave-error`: after a failed background save, with save points set,
+/// writes (an EXEC holding one too) and PING are refused with MISCONF until a save succeeds,
+/// as redis-server does. Commands from our master are never refused.
+fn disk_error_check(
+    server: &Server,
+    client: &Client,
+    top: &CommandSpec,
+    spec: &CommandSpec,
+) -> Option<&'static str> {
+    if client.from_master || server.persist.last_ok.load(Ordering::Relaxed) {
+        return None;
+    }
+    let write = spec.has_flag(flags::WRITE)
+        || top.name == "ping"
+        || (top.name == "exec" && queued_has(client, flags::WRITE));
+    if !write
+        || !server.config.read().get_bool("stop-writes-on-bgsave-error")
+        || crate::persist::save_points(server).is_empty()
+    {
+        return None;
+    }
+    Some(ERR_MISCONF)
 }
 
 /// Replica and master-side refusals: writes on a read-only replica, stale data while the

@@ -846,10 +846,16 @@ const IMMUTABLE: &[&str] = &[
     "appendfilename",
     "appenddirname",
     "enable-debug-command",
+    "enable-protected-configs",
+    "enable-module-command",
     "port",
     "bind",
     "metrics-port",
 ];
+
+/// Directives CONFIG SET changes only with `enable-protected-configs` (redis-server 7.0's
+/// PROTECTED_CONFIG: where the node writes its files).
+const PROTECTED: &[&str] = &["dir", "dbfilename"];
 
 fn config(ctx: &mut Ctx) -> Outcome {
     let sub = ctx.args[1].to_ascii_lowercase();
@@ -946,6 +952,10 @@ fn config_set(ctx: &mut Ctx) {
         };
         if IMMUTABLE.contains(&d.name) {
             ctx.out.error(&fail("can't set immutable config"));
+            return;
+        }
+        if PROTECTED.contains(&d.name) && !enabled_for(ctx, "enable-protected-configs") {
+            ctx.out.error(&fail("can't set protected config"));
             return;
         }
         if names.contains(&d.name) {
@@ -1439,12 +1449,13 @@ fn monitor(ctx: &mut Ctx) -> Outcome {
 
 /// `enable-debug-command`: `yes`, or `local` and the client connects over loopback.
 fn debug_allowed(ctx: &Ctx) -> bool {
-    let mode = ctx
-        .server
-        .config
-        .read()
-        .get("enable-debug-command")
-        .to_string();
+    enabled_for(ctx, "enable-debug-command")
+}
+
+/// An `enable-*` directive (`yes`, `no`, `local`) as it applies to this client: `local`
+/// allows clients connected over loopback.
+fn enabled_for(ctx: &Ctx, directive: &str) -> bool {
+    let mode = ctx.server.config.read().get(directive).to_string();
     match mode.as_str() {
         "yes" => true,
         "local" => {
