@@ -342,6 +342,27 @@ fn wait_bgsave_done(port: u16) {
     });
 }
 
+/// Starts `bin` with save points, protected configs enabled, and its data in `data/` of a
+/// new [`DataDir`] (which the caller removes to make saves fail; `data2/` is where it can
+/// move the server with CONFIG SET dir afterwards).
+fn start_losing_its_dir(bin: &Path, tag: &str) -> (DataDir, Proc) {
+    let dir = DataDir::new(tag);
+    let data = dir.0.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let s = spawn_server(
+        bin,
+        &[
+            "--dir",
+            data.to_str().expect("utf-8"),
+            "--save",
+            "3600 1",
+            "--enable-protected-configs",
+            "yes",
+        ],
+    );
+    (dir, s)
+}
+
 /// `stop-writes-on-bgsave-error`: after a failed BGSAVE (its directory removed), writes and
 /// PING get MISCONF while reads work, a write queued in MULTI aborts the transaction, and
 /// writes come back with `stop-writes-on-bgsave-error no`, without save points, or after a
@@ -350,21 +371,8 @@ fn wait_bgsave_done(port: u16) {
 fn failed_bgsave_stops_writes_like_redis() {
     let mut runs = Vec::new();
     for bin in both_servers() {
-        let dir = DataDir::new("misconf");
-        let data = dir.0.join("data");
-        let data2 = dir.0.join("data2");
-        std::fs::create_dir_all(&data).expect("data dir");
-        let s = spawn_server(
-            &bin,
-            &[
-                "--dir",
-                data.to_str().expect("utf-8"),
-                "--save",
-                "3600 1",
-                "--enable-protected-configs",
-                "yes",
-            ],
-        );
+        let (dir, s) = start_losing_its_dir(&bin, "misconf");
+        let (data, data2) = (dir.0.join("data"), dir.0.join("data2"));
         let mut r = Raw::connect(s.port);
         let mut replies = vec![r.cmd(&["SET", "a", "1"])];
         std::fs::remove_dir_all(&data).expect("remove data dir");
@@ -435,21 +443,8 @@ fn failed_bgsave_stops_writes_like_redis() {
 #[test]
 fn sigterm_does_not_exit_when_the_final_save_fails() {
     for bin in both_servers() {
-        let dir = DataDir::new("sigterm");
-        let data = dir.0.join("data");
-        let data2 = dir.0.join("data2");
-        std::fs::create_dir_all(&data).expect("data dir");
-        let mut s = spawn_server(
-            &bin,
-            &[
-                "--dir",
-                data.to_str().expect("utf-8"),
-                "--save",
-                "3600 1",
-                "--enable-protected-configs",
-                "yes",
-            ],
-        );
+        let (dir, mut s) = start_losing_its_dir(&bin, "sigterm");
+        let (data, data2) = (dir.0.join("data"), dir.0.join("data2"));
         assert_eq!(cmd(s.port, &["SET", "k", "v"]), ok());
         std::fs::remove_dir_all(&data).expect("remove data dir");
         assert!(
