@@ -4,9 +4,9 @@
 //! Each connection is one task owning its socket. A client queues a request by appending its
 //! bytes to the connection's next write (no message per request, no copy later): the task
 //! swaps that buffer for its spare one and writes everything queued with one syscall, and
-//! replies are matched to requests in FIFO order by framing them with `protocol::frame_len`. A client always uses
-//! the same connection of a node (chosen by client id), so its requests to that node keep
-//! their order. A connection that cannot connect marks the node down for a short while;
+//! replies are matched to requests in FIFO order by framing them with `protocol::frame_len`.
+//! A client always uses the same connection of a node (chosen by client id), so its requests
+//! to that node keep their order. A connection that cannot connect marks the node down for a short while;
 //! requests then fail fast with a clear error instead of waiting.
 
 use bytes::{Bytes, BytesMut};
