@@ -65,7 +65,7 @@ const MAXI: i64 = i64::MAX;
 pub static DIRECTIVES: &[Directive] = &[
     d!("port", Kind::Int(0, 65535), "6379", true),
     d!("bind", Kind::Multi, "* -::*", true),
-    d!("protected-mode", YESNO, "yes", false),
+    d!("protected-mode", YESNO, "yes", true),
     d!("daemonize", YESNO, "no", true),
     d!("pidfile", Kind::Str, "", true),
     d!("logfile", Kind::Str, "", true),

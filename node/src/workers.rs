@@ -101,6 +101,25 @@ fn io_worker(
     });
 }
 
+/// redis-server 7.0's reply (then it closes) to a client refused by protected mode.
+const ERR_DENIED: &str = "-DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers to Redis you may adopt one of the following solutions: 1) Just disable protected mode sending the command 'CONFIG SET protected-mode no' from the loopback interface by connecting to Redis from the same host the server is running, however MAKE SURE Redis is not publicly accessible from internet if you do so. Use CONFIG REWRITE to make this change permanent. 2) Alternatively you can just disable the protected mode by editing the Redis configuration file, and setting the protected mode option to 'no', and then restarting the server. 3) If you started the server manually just for testing, restart it with the '--protected-mode no' option. 4) Setup a an authentication password for the default user. NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.\r\n";
+
+/// `protected-mode yes` (the default) with no password: as redis-server, only clients
+/// connecting from 127.0.0.1 or ::1 are served.
+fn refused_by_protected_mode(server: &Server, peer: &std::net::SocketAddr) -> bool {
+    if server.requires_auth() || !server.config.read().get_bool("protected-mode") {
+        return false;
+    }
+    let local = match peer.ip() {
+        std::net::IpAddr::V4(ip) => ip == std::net::Ipv4Addr::LOCALHOST,
+        std::net::IpAddr::V6(ip) => {
+            ip == std::net::Ipv6Addr::LOCALHOST
+                || ip.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
+        }
+    };
+    !local
+}
+
 /// `tcp-keepalive N` on a client socket, as redis-server's `anetKeepAlive`: probes after `N`
 /// idle seconds, then every `N/3`, and the peer is dead after 3 unanswered probes.
 fn set_keepalive(sock: &tokio::net::TcpStream, secs: i64) {
@@ -139,6 +158,14 @@ async fn accept_loop(server: Arc<Server>, w: usize, listener: TcpListener) {
                         .rejected
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     slotgate_iopool::refuse(sock, b"-ERR max number of clients reached\r\n");
+                    continue;
+                }
+                if refused_by_protected_mode(&server, &peer) {
+                    server
+                        .stats
+                        .rejected
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    slotgate_iopool::refuse(sock, ERR_DENIED.as_bytes());
                     continue;
                 }
                 let _ = sock.set_nodelay(true);

@@ -1166,3 +1166,100 @@ fn a_server_whose_port_was_taken_is_started_on_another() {
     assert_eq!(c.cmd(&["PING"]), Frame::Simple("PONG".into()));
     drop(blocker);
 }
+
+/// A connection to 127.0.0.1:`port` from the loopback address `src` (127.0.0.2 is a
+/// non-local client to redis-server, which treats only 127.0.0.1 and ::1 as local).
+fn connect_from(src: &str, port: u16) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let s = rt
+        .block_on(async {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind(format!("{src}:0").parse().expect("address"))?;
+            sock.connect(([127, 0, 0, 1], port).into())
+                .await?
+                .into_std()
+        })
+        .expect("connect");
+    s.set_nonblocking(false).expect("blocking");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s
+}
+
+/// Sends PING from `src` and returns everything the server sends until it closes or goes
+/// quiet for a moment.
+fn ping_from(src: &str, port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = connect_from(src, port);
+    let _ = s.write_all(b"PING\r\n");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if out.ends_with(b"\r\n") {
+                    let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `protected-mode yes` (the default) without a password: a client not on 127.0.0.1/::1 gets
+/// redis-server's DENIED text and is disconnected (counted in `rejected_connections`); local
+/// clients, `protected-mode no`, or a password let it in. Same replies as redis-server.
+#[test]
+fn protected_mode_refuses_non_local_clients_like_redis() {
+    let mut runs = Vec::new();
+    let mut servers = vec![("slotgate-node", start_node(&[]))];
+    if let Some(r) = start_redis(&[]) {
+        servers.push(("redis-server", r));
+    }
+    for (name, s) in &servers {
+        let port = s.port;
+        let mut seen = vec![ping_from("127.0.0.2", port), ping_from("127.0.0.1", port)];
+        let rejected = slotgate_tests::repl::info(port, "stats")
+            .get("rejected_connections")
+            .cloned()
+            .unwrap_or_default();
+        seen.push(rejected);
+        let mut r = Raw::connect(port);
+        assert_eq!(
+            r.cmd(&["CONFIG", "SET", "protected-mode", "no"]),
+            simple("OK")
+        );
+        seen.push(ping_from("127.0.0.2", port));
+        assert_eq!(
+            r.cmd(&["CONFIG", "SET", "protected-mode", "yes"]),
+            simple("OK")
+        );
+        assert_eq!(r.cmd(&["CONFIG", "SET", "requirepass", "pw"]), simple("OK"));
+        seen.push(ping_from("127.0.0.2", port));
+        runs.push((*name, seen));
+    }
+    let node = &runs[0].1;
+    assert!(
+        node[0].starts_with("-DENIED Redis is running in protected mode")
+            && node[0].ends_with("\r\n"),
+        "{}",
+        node[0]
+    );
+    assert_eq!(node[1], "+PONG\r\n");
+    assert_eq!(node[2], "1", "rejected_connections");
+    assert_eq!(node[3], "+PONG\r\n", "protected-mode no");
+    assert!(
+        node[4].starts_with("-NOAUTH"),
+        "with a password: {}",
+        node[4]
+    );
+    if let Some((name, redis)) = runs.get(1) {
+        assert_eq!(node, redis, "slotgate-node vs {name}");
+    }
+}
