@@ -225,7 +225,7 @@ pub static DIRECTIVES: &[Directive] = &[
         "supervised",
         Kind::Enum(&["upstart", "systemd", "auto", "no"]),
         "no",
-        false
+        true
     ),
     d!("always-show-logo", YESNO, "no", false),
     d!("set-proc-title", YESNO, "yes", false),

@@ -64,8 +64,10 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         }
     };
     // `daemonize yes`: detach before anything else starts a thread, as redis-server does
-    // (its startup errors then go to the log file, not to the terminal that started it).
-    if config.get_bool("daemonize") {
+    // (its startup errors then go to the log file, not to the terminal that started it);
+    // not when supervised by systemd, which then tracks the process it started.
+    let supervised = server::systemd_socket(&config).is_some();
+    if config.get_bool("daemonize") && !supervised {
         if let Err(e) = daemonize() {
             eprintln!("Can't daemonize: {e}");
             return 1;
@@ -83,6 +85,9 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         }
     };
     let pid = std::process::id();
+    if supervised {
+        server.log.notice("Supervised by systemd. Please make sure you set appropriate values for TimeoutStartSec and TimeoutStopSec in your service unit.");
+    }
     server
         .log
         .notice("oO0OoO0OoO0Oo slotgate-node is starting oO0OoO0OoO0Oo");

@@ -478,6 +478,7 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
         }
     }
     // The RDB file, before any client can connect.
+    notify_systemd(&server, &[b"STATUS=Redis is loading...\n"]);
     if let Err(e) = crate::persist::load(&server) {
         server.log.warning(&e);
         anyhow::bail!("{e}");
@@ -493,6 +494,10 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION")
     ));
     server.log.notice("Ready to accept connections tcp");
+    notify_systemd(
+        &server,
+        &[b"STATUS=Ready to accept connections\n", b"READY=1\n"],
+    );
 
     server.refresh_cached_config();
     // Replication: replica links run on this (control) runtime.
@@ -532,6 +537,43 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
     }
     server.log.warning("Redis is now ready to exit, bye bye...");
     Ok(())
+}
+
+/// The systemd notification socket when `supervised` is `systemd`, or `auto` and systemd
+/// started us (`NOTIFY_SOCKET` set), as redis-server decides.
+pub fn systemd_socket(config: &Config) -> Option<String> {
+    let path = std::env::var("NOTIFY_SOCKET")
+        .ok()
+        .filter(|p| !p.is_empty())?;
+    matches!(config.get("supervised"), "systemd" | "auto").then_some(path)
+}
+
+/// Under systemd (`Type=notify` units, as Debian's redis-server.service): sends `messages`
+/// to its notification socket, as redis-server does while loading and once ready.
+fn notify_systemd(server: &Server, messages: &[&[u8]]) {
+    let Some(path) = systemd_socket(&server.config.read()) else {
+        return;
+    };
+    let sent = (|| -> std::io::Result<()> {
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let sock = UnixDatagram::unbound()?;
+        let addr = match path.strip_prefix('@') {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                SocketAddr::from_abstract_name(name.as_bytes())?
+            }
+            None => SocketAddr::from_pathname(&path)?,
+        };
+        for m in messages {
+            sock.send_to_addr(m, &addr)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        server
+            .log
+            .warning(&format!("Can't notify systemd ({path}): {e}"));
+    }
 }
 
 /// Where a daemonized server without `pidfile` writes its pid (redis-server's default).

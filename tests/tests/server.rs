@@ -1263,3 +1263,95 @@ fn protected_mode_refuses_non_local_clients_like_redis() {
         assert_eq!(node, redis, "slotgate-node vs {name}");
     }
 }
+
+/// `supervised systemd` (or `auto` under systemd): the node sends systemd's notification
+/// socket what redis-server 7.0 sends (a loading status, then ready and `READY=1`, for
+/// `Type=notify` units),
+/// and `daemonize yes` then does not fork (systemd tracks the process it started).
+/// `supervised no` sends nothing.
+#[test]
+fn supervised_systemd_notifies_ready() {
+    use std::os::unix::net::UnixDatagram;
+    for (mode, expect) in [("systemd", true), ("auto", true), ("no", false)] {
+        let dir = std::env::temp_dir().join(format!(
+            "slotgate-notify-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock_path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&sock_path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let port = free_port();
+        let mut child = std::process::Command::new(our_bin("slotgate-node"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--supervised", mode, "--daemonize", "yes", "--dir"])
+            .arg(&dir)
+            .arg("--logfile")
+            .arg(dir.join("node.log"))
+            .env("NOTIFY_SOCKET", &sock_path)
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        let mut got = Vec::new();
+        if expect {
+            let mut buf = [0u8; 256];
+            while got.len() < 3 && t.elapsed() < Duration::from_secs(10) {
+                match sock.recv(&mut buf) {
+                    Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    Err(_) => break,
+                }
+            }
+            assert_eq!(
+                got,
+                vec![
+                    "STATUS=Redis is loading...\n",
+                    "STATUS=Ready to accept connections\n",
+                    "READY=1\n"
+                ],
+                "supervised {mode}"
+            );
+            // Not daemonized: the process we started is the server, still running.
+            assert!(
+                matches!(child.try_wait(), Ok(None)),
+                "supervised {mode} forked"
+            );
+            assert!(slotgate_tests::repl::try_cmd(port, &["PING"]).is_ok());
+            let _ = child.kill();
+            let _ = child.wait();
+        } else {
+            // Daemonized (the launcher exits at once); nothing reaches the socket.
+            let mut pid = None;
+            while t.elapsed() < Duration::from_secs(10) {
+                if let Ok(f) = slotgate_tests::repl::try_cmd(port, &["INFO", "server"]) {
+                    pid = slotgate_tests::repl::text(&f)
+                        .lines()
+                        .find_map(|l| l.strip_prefix("process_id:").map(|p| p.trim().to_string()));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.wait();
+            sock.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let quiet = sock.recv(&mut buf).is_err();
+            let pid = pid.and_then(|p| p.parse::<i32>().ok());
+            if let Some(pid) = pid {
+                // SAFETY: ends the daemon this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            assert!(pid.is_some(), "the daemonized node did not answer");
+            assert!(quiet, "supervised no must not notify systemd");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
