@@ -55,6 +55,24 @@ fn info_field(info: &str, field: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The slotgate-node command on `port` of 127.0.0.1 with saving off (after the config file
+/// `conf`, when there is one), for tests that start the binary themselves.
+fn node_cmd(conf: Option<&std::path::Path>, port: u16) -> std::process::Command {
+    let mut c = std::process::Command::new(our_bin("slotgate-node"));
+    if let Some(conf) = conf {
+        c.arg(conf);
+    }
+    c.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+    ]);
+    c
+}
+
 #[test]
 fn info_sections_and_fields() {
     let node = debug_node();
@@ -361,16 +379,7 @@ fn config_rewrite_with_file() {
     let conf = dir.join("node.conf");
     std::fs::write(&conf, "# my config\nhz 10\n").unwrap();
     let port = free_port();
-    let child = std::process::Command::new(our_bin("slotgate-node"))
-        .arg(&conf)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
+    let child = node_cmd(Some(&conf), port)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -724,15 +733,7 @@ fn daemonize_detaches_and_writes_pidfile() {
     let pidfile = dir.join("node.pid");
     let logfile = dir.join("node.log");
     let t = Instant::now();
-    let mut launcher = std::process::Command::new(our_bin("slotgate-node"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
+    let mut launcher = node_cmd(None, port)
         .args(["--daemonize", "yes", "--dir"])
         .arg(&dir)
         .arg("--pidfile")
@@ -1143,15 +1144,7 @@ fn a_server_whose_port_was_taken_is_started_on_another() {
             std::env::temp_dir().join(format!("slotgate-fixture-{}-{port}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let log = std::fs::File::create(dir.join("stdout.log")).expect("log");
-        let child = std::process::Command::new(our_bin("slotgate-node"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
+        let child = node_cmd(None, port)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::from(log.try_clone().expect("log")))
             .stderr(std::process::Stdio::from(log))
@@ -1284,15 +1277,7 @@ fn supervised_systemd_notifies_ready() {
         sock.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let port = free_port();
-        let mut child = std::process::Command::new(our_bin("slotgate-node"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
+        let mut child = node_cmd(None, port)
             .args(["--supervised", mode, "--daemonize", "yes", "--dir"])
             .arg(&dir)
             .arg("--logfile")
