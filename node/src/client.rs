@@ -59,6 +59,8 @@ pub struct ClientHandle {
     pub addr: String,
     /// Local address `ip:port`.
     pub laddr: String,
+    /// The socket's file descriptor (CLIENT LIST `fd=`).
+    pub fd: i32,
     /// Connect time.
     pub created: Instant,
     /// Name (CLIENT SETNAME).
@@ -105,11 +107,18 @@ pub const UNBLOCK_ERROR: u8 = 2;
 
 impl ClientHandle {
     /// A handle for a new connection.
-    pub fn new(id: u64, addr: String, laddr: String, push: mpsc::Sender<Push>) -> ClientHandle {
+    pub fn new(
+        id: u64,
+        addr: String,
+        laddr: String,
+        fd: i32,
+        push: mpsc::Sender<Push>,
+    ) -> ClientHandle {
         ClientHandle {
             id,
             addr,
             laddr,
+            fd,
             created: Instant::now(),
             name: Mutex::new(None),
             lib: Mutex::new((String::new(), String::new())),
@@ -167,10 +176,11 @@ impl ClientHandle {
         let multi = if multi == u64::MAX { -1 } else { multi as i64 };
         let lib = self.lib.lock().clone();
         format!(
-            "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=16384 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=16384 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
+            self.fd,
             self.name(),
             age,
             idle_ms / 1000,

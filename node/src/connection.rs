@@ -10,6 +10,7 @@ use crate::server::Server;
 use bytes::{Bytes, BytesMut};
 use slotgate_protocol::resp::{Limits, Parsed, RequestParser};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,7 +81,13 @@ pub async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, worke
     let id = server.next_client_id.fetch_add(1, Ordering::Relaxed);
     let laddr = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let (tx, rx) = mpsc::channel(PUSH_QUEUE);
-    let handle = Arc::new(ClientHandle::new(id, peer.to_string(), laddr, tx));
+    let handle = Arc::new(ClientHandle::new(
+        id,
+        peer.to_string(),
+        laddr,
+        sock.as_raw_fd(),
+        tx,
+    ));
     server.clients.lock().insert(id, handle.clone());
     let (max_bulk, qbuf_limit) = {
         let c = server.config.read();

@@ -7,6 +7,7 @@
 
 use slotgate_protocol::Frame;
 use slotgate_tests::*;
+use std::time::{Duration, Instant};
 
 fn bulk(s: &str) -> Frame {
     Frame::Bulk(s.as_bytes().to_vec().into())
@@ -214,9 +215,23 @@ fn client_subcommands() {
     );
     assert!(info.contains(" name=alpha ") && info.contains("lib-name=mylib lib-ver=1.2"));
     assert!(info.ends_with('\n'));
-    let list = text(&a.cmd(&["CLIENT", "LIST"]));
+    // The start-up probe's connection may still be closing on the server: wait for it to go.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let list = loop {
+        let list = text(&a.cmd(&["CLIENT", "LIST"]));
+        if list.lines().count() == 2 || Instant::now() > deadline {
+            break list;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(list.lines().count(), 2, "{list}");
     assert!(list.contains(&format!("id={id_b} ")));
+    // Each line carries its own socket's descriptor.
+    let fds: std::collections::HashSet<&str> = list
+        .lines()
+        .filter_map(|l| l.split(' ').find(|f| f.starts_with("fd=")))
+        .collect();
+    assert_eq!(fds.len(), 2, "{list}");
     let only = text(&a.cmd(&["CLIENT", "LIST", "ID", &id_b.to_string()]));
     assert_eq!(only.lines().count(), 1);
     assert!(only.starts_with(&format!("id={id_b} ")));

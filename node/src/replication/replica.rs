@@ -18,6 +18,7 @@ use crate::server::Server;
 use anyhow::{anyhow, bail, Context};
 use bytes::{Buf, Bytes, BytesMut};
 use slotgate_protocol::resp::{Limits, Parsed, RequestParser};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -411,7 +412,13 @@ async fn stream(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let handle = Arc::new(ClientHandle::new(id, format!("{host}:{port}"), laddr, tx));
+    let handle = Arc::new(ClientHandle::new(
+        id,
+        format!("{host}:{port}"),
+        laddr,
+        link.sock.as_raw_fd(),
+        tx,
+    ));
     handle.flags.lock().replace_range(.., "M");
     server.clients.lock().insert(id, handle.clone());
     let _guard = ClientGuard {
