@@ -237,7 +237,7 @@ pub static DIRECTIVES: &[Directive] = &[
     d!("lazyfree-lazy-server-del", YESNO, "no", false),
     d!("lazyfree-lazy-user-del", YESNO, "no", false),
     d!("io-threads", Kind::Int(1, 128), "1", true),
-    d!("notify-keyspace-events", Kind::Str, "", false),
+    d!("notify-keyspace-events", Kind::Str, "", true),
     d!("no-appendfsync-on-rewrite", YESNO, "no", false),
     d!(
         "auto-aof-rewrite-percentage",
@@ -408,6 +408,12 @@ fn check_value(d: &Directive, args: &[String]) -> Result<String, String> {
             let v = single()?;
             if d.name == "dbfilename" && v.contains('/') {
                 return Err("dbfilename can't be a path, just a filename".into());
+            }
+            if d.name == "notify-keyspace-events" {
+                // Stored in the canonical form CONFIG GET shows.
+                return crate::notify::parse(v)
+                    .map(crate::notify::to_config)
+                    .ok_or_else(|| crate::notify::ERR_CLASS.to_string());
             }
             Ok(v.clone())
         }

@@ -11,6 +11,7 @@
 //! and wakes clients blocked on a key.
 
 use crate::value::Value;
+use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 use slotgate_protocol::slot::{key_slot, SLOT_COUNT};
 use smallvec::SmallVec;
@@ -235,6 +236,11 @@ pub struct Shard {
     maps: Vec<KeyMap>,
     /// Number of keys with an expiry in this shard.
     pub expires: usize,
+    /// Read lookups that found their key here (INFO keyspace_hits sums them): counted on
+    /// the shard the command holds anyway, so the hot path touches no shared counter.
+    pub hits: u64,
+    /// Read lookups that did not (keyspace_misses).
+    pub misses: u64,
     watched: hashbrown::HashMap<Key, Vec<WatchFlag>>,
     blocked: hashbrown::HashMap<Key, VecDeque<Arc<Waiter>>>,
 }
@@ -509,6 +515,32 @@ impl Keyspace {
     pub fn existing(&self, i: usize) -> Option<&Db> {
         self.dbs.get(i).and_then(|d| d.get())
     }
+
+    /// keyspace_hits and keyspace_misses: the shards' counters summed.
+    pub fn lookup_stats(&self) -> (u64, u64) {
+        let (mut hits, mut misses) = (0u64, 0u64);
+        for d in 0..self.count() {
+            let Some(db) = self.existing(d) else { continue };
+            for i in 0..SHARDS {
+                let s = db.lock_shard(i);
+                hits = hits.wrapping_add(s.hits);
+                misses = misses.wrapping_add(s.misses);
+            }
+        }
+        (hits, misses)
+    }
+
+    /// Zeroes keyspace_hits and keyspace_misses (CONFIG RESETSTAT).
+    pub fn reset_lookup_stats(&self) {
+        for d in 0..self.count() {
+            let Some(db) = self.existing(d) else { continue };
+            for i in 0..SHARDS {
+                let mut s = db.lock_shard(i);
+                s.hits = 0;
+                s.misses = 0;
+            }
+        }
+    }
 }
 
 /// Lock identity: database index and shard index, ordered to avoid deadlocks.
@@ -533,6 +565,19 @@ pub struct Locked<'a> {
     pub track_expired: bool,
     /// Keys lazily expired by this view (only when `track_expired`).
     pub expired_keys: Vec<Key>,
+    /// Keyspace notification classes on ([`crate::notify`]); 0 records nothing.
+    pub notify: u32,
+    /// Keyspace events recorded by the command, in order, published when it is done.
+    pub events: Vec<crate::notify::Event>,
+    /// Count keyspace hits and misses of lookups (set for read-only commands, as Redis
+    /// counts its read lookups) in the shards' counters.
+    pub read_stats: bool,
+    /// With `read_stats`, only these key arguments (address, length) are counted when any
+    /// are given: the keys a write command reads (GETDEL's key, SUNIONSTORE's sources...).
+    pub stat_only: SmallVec<[(usize, usize); 4]>,
+    /// The key arguments (address, length) counted already: a command looking at one key
+    /// twice counts once.
+    counted: SmallVec<[(usize, usize); 4]>,
     /// Slots of the request's own key arguments (address, length, slot), computed once by
     /// the dispatcher: commands touch the same key several times and CRC16 showed in profiles.
     /// Only immutable request bytes are recorded, so an address can never mean another key.
@@ -559,6 +604,11 @@ impl<'a> Locked<'a> {
             ignore_expired: false,
             track_expired: false,
             expired_keys: Vec::new(),
+            notify: 0,
+            events: Vec::new(),
+            read_stats: false,
+            stat_only: SmallVec::new(),
+            counted: SmallVec::new(),
             known_slots: SmallVec::new(),
             recorded: None,
         }
@@ -567,6 +617,24 @@ impl<'a> Locked<'a> {
     /// The database this view operates on.
     pub fn db_index(&self) -> usize {
         self.db
+    }
+
+    /// Records keyspace event `name` of `class` on `key` in this view's database (when that
+    /// class is on).
+    pub fn notify(&mut self, class: u32, name: &'static str, key: &[u8]) {
+        self.notify_db(class, name, key, self.db);
+    }
+
+    /// Records keyspace event `name` of `class` on `key` in database `db`.
+    pub fn notify_db(&mut self, class: u32, name: &'static str, key: &[u8], db: usize) {
+        if self.notify & class != 0 {
+            self.events.push(crate::notify::Event {
+                class,
+                name,
+                key: Bytes::copy_from_slice(key),
+                db,
+            });
+        }
     }
 
     /// Switches the current database (inside MULTI after SELECT); held locks are kept.
@@ -704,6 +772,14 @@ impl<'a> Locked<'a> {
                 shrink_after_removal(m);
                 shard.expires -= 1;
                 shard.touch(key);
+                if self.notify & crate::notify::EXPIRED != 0 {
+                    self.events.push(crate::notify::Event {
+                        class: crate::notify::EXPIRED,
+                        name: "expired",
+                        key: Bytes::copy_from_slice(key),
+                        db: self.db,
+                    });
+                }
                 if self.track_expired {
                     if let Some((k, _)) = dead {
                         self.expired_keys.push(k);
@@ -727,13 +803,20 @@ impl<'a> Locked<'a> {
 
     /// Reads a key (lazily expiring it) and records the access (LRU/LFU).
     pub fn get(&mut self, key: &[u8]) -> Option<&Entry> {
+        let count = self.read_stats && self.first_count(key);
         let (ks, now) = (self.ks, self.now);
         let record = self.first_access(key);
         let (shard, idx, expired) = self.locate(key);
-        if expired {
+        let found = if expired {
+            None
+        } else {
+            shard.maps.get_mut(idx).and_then(|m| m.get_mut(key))
+        };
+        let Some(e) = found else {
+            shard.misses += count as u64;
             return None;
-        }
-        let e = shard.maps.get_mut(idx)?.get_mut(key)?;
+        };
+        shard.hits += count as u64;
         if record {
             e.lru = ks.access.stamp(Some(e.lru), now);
         }
@@ -743,11 +826,40 @@ impl<'a> Locked<'a> {
     /// Reads a key (lazily expiring it) without recording an access, as Redis's
     /// `LOOKUP_NOTOUCH` (TYPE, EXISTS, TTL, OBJECT).
     pub fn peek(&mut self, key: &[u8]) -> Option<&Entry> {
+        let count = self.read_stats && self.first_count(key);
         let (shard, idx, expired) = self.locate(key);
-        if expired {
-            return None;
+        let found = if expired {
+            None
+        } else {
+            shard.maps.get(idx).and_then(|m| m.get(key))
+        };
+        if found.is_some() {
+            shard.hits += count as u64;
+        } else {
+            shard.misses += count as u64;
         }
-        shard.maps.get(idx)?.get(key)
+        found
+    }
+
+    /// Whether a read lookup of `key` is counted (once per key argument); records the
+    /// `keymiss` event of a missing key when that class is on.
+    fn first_count(&mut self, key: &[u8]) -> bool {
+        let id = (key.as_ptr() as usize, key.len());
+        if self.counted.contains(&id)
+            || (!self.stat_only.is_empty() && !self.stat_only.contains(&id))
+        {
+            return false;
+        }
+        self.counted.push(id);
+        if self.notify & crate::notify::KEY_MISS != 0 {
+            self.read_stats = false;
+            let found = self.exists(key);
+            self.read_stats = true;
+            if !found {
+                self.notify(crate::notify::KEY_MISS, "keymiss", key);
+            }
+        }
+        true
     }
 
     /// True when the key exists (not an access).
@@ -780,6 +892,7 @@ impl<'a> Locked<'a> {
     /// Stores `value` under `key`, replacing any old value; the expiry is cleared unless
     /// `keep_ttl`. Returns the previous entry.
     pub fn set(&mut self, key: &[u8], value: Value, keep_ttl: bool) -> Option<Entry> {
+        self.notify_if_new(key);
         self.dirty += 1;
         let (ks, now) = (self.ks, self.now);
         let (shard, idx, _) = self.locate(key);
@@ -849,6 +962,7 @@ impl<'a> Locked<'a> {
 
     /// Returns the entry for `key`, creating it with `make()` if absent. Counts as a write.
     pub fn get_or_insert_with(&mut self, key: &[u8], make: impl FnOnce() -> Value) -> &mut Entry {
+        self.notify_if_new(key);
         self.dirty += 1;
         let (ks, now) = (self.ks, self.now);
         let record = self.first_access(key);
@@ -864,6 +978,24 @@ impl<'a> Locked<'a> {
             e.lru = ks.access.stamp((!new).then_some(e.lru), now);
         }
         e
+    }
+
+    /// Sets which lookups count as keyspace hits/misses for the next command: all of them
+    /// (`all`, a read-only command), or those of the key arguments `only` (a write command
+    /// that reads some keys), or none.
+    pub fn count_reads(&mut self, all: bool, only: &[Bytes]) {
+        self.counted.clear();
+        self.stat_only.clear();
+        self.stat_only
+            .extend(only.iter().map(|k| (k.as_ptr() as usize, k.len())));
+        self.read_stats = all || !self.stat_only.is_empty();
+    }
+
+    /// Records the `new` event (Redis's dbAdd) when `key` is about to be created.
+    fn notify_if_new(&mut self, key: &[u8]) {
+        if self.notify & crate::notify::NEW != 0 && !self.exists(key) {
+            self.notify(crate::notify::NEW, "new", key);
+        }
     }
 
     /// Deletes a key; returns its entry if it existed (and was not expired).
@@ -884,11 +1016,14 @@ impl<'a> Locked<'a> {
     }
 
     /// Deletes `key` if it holds an empty collection (after a pop/remove).
-    pub fn remove_if_empty(&mut self, key: &[u8]) {
+    /// Records the generic `del` event when it does (Redis deletes emptied collections so).
+    pub fn remove_if_empty(&mut self, key: &[u8]) -> bool {
         let empty = matches!(self.get(key), Some(e) if e.value.is_empty_collection());
-        if empty {
-            self.remove(key);
+        if empty && self.remove(key).is_some() {
+            self.notify(crate::notify::GENERIC, "del", key);
+            return true;
         }
+        false
     }
 
     /// Sets the absolute expiry of an existing key (0 removes it). Returns false if missing.

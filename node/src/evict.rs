@@ -242,6 +242,8 @@ impl Evictor {
     fn evict(&self, server: &Server, db: usize, key: &Key, volatile: bool) -> bool {
         let mut ks = Locked::new(&server.ks, db, now_ms());
         ks.track_expired = server.repl.feeding();
+        let notify = server.notify_flags.load(Ordering::Relaxed);
+        ks.notify = notify;
         ks.lock_request_keys([&key[..]]);
         if !self.over(server, self.maxmemory.load(Ordering::Relaxed)) {
             return true;
@@ -254,7 +256,9 @@ impl Evictor {
         if old.is_some() {
             server.repl.propagate(db, &[b"DEL", key]);
             self.evicted.fetch_add(1, Ordering::Relaxed);
+            ks.notify(crate::notify::EVICTED, "evicted", key);
         }
+        crate::notify::publish_all(server, notify, &mut ks.events);
         ks.unlock();
         // Freed after the shard is unlocked.
         old.is_some()

@@ -21,6 +21,7 @@ pub mod log;
 pub mod longdouble;
 // Prometheus `/metrics` (`metrics-port`), issue 7.
 pub mod metrics;
+pub mod notify;
 // RDB files: SAVE, BGSAVE, save points, load at startup.
 pub mod persist;
 pub mod pubsub;

@@ -235,17 +235,18 @@ pub fn render(server: &Server) -> String {
         "Keys deleted because they expired.",
         st.expired.load(Ordering::Relaxed) as f64,
     );
+    let (hits, misses) = server.ks.lookup_stats();
     o.one(
         "keyspace_hits_total",
         "counter",
         "Successful key lookups.",
-        st.hits.load(Ordering::Relaxed) as f64,
+        hits as f64,
     );
     o.one(
         "keyspace_misses_total",
         "counter",
         "Failed key lookups.",
-        st.misses.load(Ordering::Relaxed) as f64,
+        misses as f64,
     );
 
     // Commands.

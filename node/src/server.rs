@@ -61,10 +61,6 @@ pub struct Stats {
     pub connections: AtomicU64,
     /// total_commands_processed
     pub commands: Striped,
-    /// keyspace_hits
-    pub hits: AtomicU64,
-    /// keyspace_misses
-    pub misses: AtomicU64,
     /// expired_keys
     pub expired: AtomicU64,
     /// rejected_connections
@@ -138,6 +134,8 @@ pub struct Server {
     cmdstats: Vec<Mutex<BTreeMap<&'static str, CmdStat>>>,
     /// Cached `slowlog-log-slower-than` (read on every command without the config lock).
     pub slowlog_threshold: std::sync::atomic::AtomicI64,
+    /// Cached `notify-keyspace-events` classes ([`crate::notify`]; 0 when nothing is published).
+    pub notify_flags: std::sync::atomic::AtomicU32,
     /// SLOWLOG.
     pub slowlog: Mutex<SlowLog>,
     /// 40-hex run id.
@@ -229,6 +227,7 @@ impl Server {
             stats: Stats::default(),
             cmdstats: (0..STRIPES).map(|_| Mutex::new(BTreeMap::new())).collect(),
             slowlog_threshold: std::sync::atomic::AtomicI64::new(slowlog_threshold),
+            notify_flags: std::sync::atomic::AtomicU32::new(0),
             slowlog: Mutex::new(SlowLog::default()),
             run_id: random_hex40(),
             started: Instant::now(),
@@ -345,6 +344,12 @@ impl Server {
     /// Re-reads configuration values cached for the hot path (after CONFIG SET).
     pub fn refresh_cached_config(&self) {
         let c = self.config.read();
+        self.notify_flags.store(
+            crate::notify::parse(c.get("notify-keyspace-events"))
+                .map(crate::notify::effective)
+                .unwrap_or(0),
+            Ordering::Relaxed,
+        );
         self.slowlog_threshold
             .store(c.get_int("slowlog-log-slower-than"), Ordering::Relaxed);
         self.auth_required
@@ -628,6 +633,20 @@ async fn active_expire_cycle(server: Arc<Server>) {
                     // DELs enter the stream while the shard is still locked (stream order).
                     for k in &removed {
                         server.repl.propagate(d, &[b"DEL", k]);
+                    }
+                    drop(shard);
+                    let flags = server.notify_flags.load(Ordering::Relaxed);
+                    if flags & crate::notify::EXPIRED != 0 {
+                        for k in &removed {
+                            crate::notify::publish(
+                                &server,
+                                flags,
+                                crate::notify::EXPIRED,
+                                "expired",
+                                k,
+                                d,
+                            );
+                        }
                     }
                 }
             }

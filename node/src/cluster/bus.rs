@@ -1189,13 +1189,19 @@ pub fn flush_slots(server: &Server, slots: &[u16]) {
     for &slot in slots {
         loop {
             let mut l = crate::db::Locked::new(&server.ks, 0, now_ms());
+            let notify = server.notify_flags.load(Ordering::Relaxed);
+            l.notify = notify;
             let keys = l.keys_in_slot(slot, 1000);
             if keys.is_empty() {
                 break;
             }
             for k in keys {
-                l.remove(&k);
+                if l.remove(&k).is_some() {
+                    l.notify(crate::notify::GENERIC, "del", &k);
+                }
             }
+            l.unlock();
+            crate::notify::publish_all(server, notify, &mut l.events);
         }
     }
 }

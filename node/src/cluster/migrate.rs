@@ -316,8 +316,8 @@ pub fn migrate(ctx: &mut Ctx) -> Outcome {
                             }
                         }
                         None => {
-                            if !copy {
-                                ctx.ks.remove(&items[i].0);
+                            if !copy && ctx.ks.remove(&items[i].0).is_some() {
+                                ctx.notify(crate::notify::GENERIC, "del", &items[i].0);
                             }
                         }
                     }

@@ -98,18 +98,23 @@ fn restore(ctx: &mut Ctx) -> Outcome {
     };
     // Replicas keep keys whose TTL already passed (the master decides), as Redis does.
     if ttl != 0 && at <= now && !ctx.ks.no_delete_expired {
-        if replace {
-            ctx.ks.remove(key);
+        if replace && ctx.ks.remove(key).is_some() {
+            ctx.notify(crate::notify::GENERIC, "del", key);
         }
         ctx.out.ok();
         return Outcome::Done;
     }
     let expire_at = if ttl == 0 { 0 } else { at.max(1) as u64 };
+    if replace {
+        // Redis deletes the old key and adds the restored one anew (a `new` event).
+        ctx.ks.remove(key);
+    }
     ctx.ks.set_entry(key, Entry::with_expiry(value, expire_at));
     if idletime.is_some() || freq.is_some() {
         ctx.ks
             .set_access(key, idletime.map(|v| v as u64), freq.map(|v| v as u32));
     }
+    ctx.notify(crate::notify::GENERIC, "restore", key);
     ctx.out.ok();
     Outcome::Done
 }

@@ -10,6 +10,7 @@
 use super::{Ctx, Handler, Outcome};
 use crate::db::{Entry, Locked};
 use crate::glob::glob_match;
+use crate::notify as ev;
 use crate::reply::Reply;
 use crate::value::{Elem, Map, Value};
 use bytes::Bytes;
@@ -113,6 +114,7 @@ fn set_pairs(ctx: &mut Ctx, name: &str) -> Option<i64> {
         }
         ctx.ks.set(key, Value::Hash(Box::new(h)), false);
     }
+    ctx.notify(ev::HASH, "hset", key);
     Some(added)
 }
 
@@ -142,6 +144,7 @@ fn hsetnx(ctx: &mut Ctx) -> Outcome {
     if let Some(h) = write_hash(ctx.ks, key) {
         h.insert(field.into(), ctx.args[3][..].into());
     }
+    ctx.notify(ev::HASH, "hset", key);
     ctx.out.int(1);
     Outcome::Done
 }
@@ -187,6 +190,7 @@ fn hdel(ctx: &mut Ctx) -> Outcome {
             n += crate::value::remove_field(h, &f[..]).is_some() as i64;
         }
     }
+    ctx.notify(ev::HASH, "hdel", key);
     ctx.ks.remove_if_empty(key);
     ctx.out.int(n);
     Outcome::Done
@@ -278,6 +282,7 @@ fn hincrby(ctx: &mut Ctx) -> Outcome {
     if let Some(h) = write_hash(ctx.ks, key) {
         put(h, field, text.as_bytes());
     }
+    ctx.notify(ev::HASH, "hincrby", key);
     ctx.out.int(new);
     Outcome::Done
 }
@@ -316,6 +321,7 @@ fn hincrbyfloat(ctx: &mut Ctx) -> Outcome {
     if let Some(h) = write_hash(ctx.ks, key) {
         put(h, field, text.as_bytes());
     }
+    ctx.notify(ev::HASH, "hincrbyfloat", key);
     ctx.out.bulk(text.as_bytes());
     Outcome::Done
 }

@@ -10,6 +10,7 @@
 //! counted with Ertl's estimator, as Redis 7.0, so PFCOUNT gives the same numbers as Redis.
 
 use super::{Ctx, Handler, Outcome};
+use crate::notify as ev;
 use crate::value::Value;
 
 /// Commands of this family.
@@ -439,6 +440,7 @@ fn pfadd(ctx: &mut Ctx) -> Outcome {
             }
             invalidate_cache(&mut v);
             ctx.ks.set(key, Value::Str(v), false);
+            ctx.notify(ev::STRING, "pfadd", key);
             ctx.out.int(1);
             return Outcome::Done;
         }
@@ -465,6 +467,7 @@ fn pfadd(ctx: &mut Ctx) -> Outcome {
             }
             invalidate_cache(s);
         }
+        ctx.notify(ev::STRING, "pfadd", key);
         ctx.out.int(1);
         return Outcome::Done;
     }
@@ -493,6 +496,7 @@ fn pfadd(ctx: &mut Ctx) -> Outcome {
         }
         invalidate_cache(v);
     }
+    ctx.notify(ev::STRING, "pfadd", key);
     ctx.out.int(1);
     Outcome::Done
 }
@@ -586,6 +590,7 @@ fn pfmerge(ctx: &mut Ctx) -> Outcome {
     } else {
         ctx.ks.set(dest, Value::Str(merged(&max)), false);
     }
+    ctx.notify(ev::STRING, "pfadd", dest);
     ctx.out.ok();
     Outcome::Done
 }

@@ -9,6 +9,7 @@
 use super::{Ctx, Handler, Outcome};
 use crate::db::{Entry, Locked, Shard, SHARDS};
 use crate::glob::glob_match;
+use crate::notify as ev;
 use crate::value::{Kind, Value};
 use rand::Rng;
 use slotgate_protocol::resp::parse_i64;
@@ -65,6 +66,7 @@ fn del(ctx: &mut Ctx) -> Outcome {
     for k in &args[1..] {
         if let Some(e) = ctx.ks.remove(k) {
             n += 1;
+            ctx.ks.notify(ev::GENERIC, "del", k);
             if lazy {
                 let effort = e.value.free_effort();
                 ctx.server.lazyfree.free(e.value, effort);
@@ -127,7 +129,11 @@ fn rename_generic(ctx: &mut Ctx, nx: bool) -> Outcome {
         return Outcome::Done;
     }
     if let Some(entry) = ctx.ks.remove(src) {
+        // Redis deletes the old destination and adds the key anew (a `new` event).
+        ctx.ks.remove(dst);
         ctx.ks.set_entry(dst, entry);
+        ctx.notify(ev::GENERIC, "rename_from", src);
+        ctx.notify(ev::GENERIC, "rename_to", dst);
     }
     if nx {
         ctx.out.int(1);
@@ -216,8 +222,13 @@ fn copy(ctx: &mut Ctx) -> Outcome {
     let done = entry.is_some();
     if let Some(entry) = entry {
         ctx.ks.set_db(dst_db);
+        if taken {
+            // REPLACE deletes the old key first: the copy is a new key (Redis's dbAdd).
+            ctx.ks.remove(newkey);
+        }
         ctx.ks.set_entry(newkey, entry);
         ctx.ks.set_db(src_db);
+        ctx.ks.notify_db(ev::GENERIC, "copy_to", newkey, dst_db);
     }
     ctx.out.int(done as i64);
     Outcome::Done
@@ -253,6 +264,8 @@ fn move_cmd(ctx: &mut Ctx) -> Outcome {
         ctx.ks.set_db(dst_db);
         ctx.ks.set_entry(key, entry);
         ctx.ks.set_db(src_db);
+        ctx.notify(ev::GENERIC, "move_from", key);
+        ctx.ks.notify_db(ev::GENERIC, "move_to", key, dst_db);
     }
     ctx.out.int(1);
     Outcome::Done
@@ -348,8 +361,10 @@ fn expire_generic(ctx: &mut Ctx, relative: bool, seconds: bool) -> Outcome {
     }
     if when <= now && !ctx.ks.no_delete_expired {
         ctx.ks.remove(key);
+        ctx.notify(ev::GENERIC, "del", key);
     } else {
         ctx.ks.set_expire(key, when.max(1) as u64);
+        ctx.notify(ev::GENERIC, "expire", key);
     }
     ctx.out.int(1);
     Outcome::Done
@@ -405,6 +420,7 @@ fn persist(ctx: &mut Ctx) -> Outcome {
     let has_ttl = matches!(ctx.ks.get(key), Some(e) if e.expire_at != 0);
     if has_ttl {
         ctx.ks.set_expire(key, 0);
+        ctx.notify(ev::GENERIC, "persist", key);
     }
     ctx.out.int(has_ttl as i64);
     Outcome::Done
@@ -1063,8 +1079,9 @@ fn sort_generic(ctx: &mut Ctx, readonly: bool) -> Outcome {
             let n = list.len();
             if n > 0 {
                 ctx.ks.set(dest, Value::List(Box::new(list)), false);
-            } else {
-                ctx.ks.remove(dest);
+                ctx.notify(ev::LIST, "sortstore", dest);
+            } else if ctx.ks.remove(dest).is_some() {
+                ctx.notify(ev::GENERIC, "del", dest);
             }
             ctx.out.int(n as i64);
         }

@@ -15,6 +15,7 @@
 
 use super::{Ctx, Handler, Outcome, TimeoutReply};
 use crate::db::{Entry, Locked};
+use crate::notify as ev;
 use crate::reply::Reply;
 use crate::value::{Elem, Value};
 use bytes::Bytes;
@@ -140,6 +141,7 @@ fn push(ctx: &mut Ctx, left: bool, only_existing: bool) -> Outcome {
         l.extend(args[2..].iter().map(|a| Elem::from(&a[..])));
     }
     ctx.out.int(l.len() as i64);
+    ctx.notify(ev::LIST, push_event(left), key);
     Outcome::Done
 }
 
@@ -187,8 +189,28 @@ fn pop_and_reply(ctx: &mut Ctx, key: &[u8], left: bool, count: Option<usize>) {
             l.is_empty()
         }
     };
+    ctx.notify(ev::LIST, pop_event(left), key);
     if empty {
         ctx.ks.remove(key);
+        ctx.notify(ev::GENERIC, "del", key);
+    }
+}
+
+/// The keyspace event of a push on that side.
+fn push_event(left: bool) -> &'static str {
+    if left {
+        "lpush"
+    } else {
+        "rpush"
+    }
+}
+
+/// The keyspace event of a pop from that side.
+fn pop_event(left: bool) -> &'static str {
+    if left {
+        "lpop"
+    } else {
+        "rpop"
     }
 }
 
@@ -442,6 +464,7 @@ fn lset(ctx: &mut Ctx) -> Outcome {
     if let Some(slot) = list_mut(ctx.ks, key).and_then(|l| l.get_mut(i)) {
         *slot = Elem::from(&args[3][..]);
     }
+    ctx.notify(ev::LIST, "lset", key);
     ctx.out.ok();
     Outcome::Done
 }
@@ -488,8 +511,10 @@ fn lrem(ctx: &mut Ctx) -> Outcome {
         false
     });
     let empty = l.is_empty();
+    ctx.notify(ev::LIST, "lrem", key);
     if empty {
         ctx.ks.remove(key);
+        ctx.notify(ev::GENERIC, "del", key);
     }
     ctx.out.int(limit as i64);
     Outcome::Done
@@ -521,8 +546,11 @@ fn ltrim(ctx: &mut Ctx) -> Outcome {
             l.drain(..a);
         }
     }
-    if l.is_empty() {
+    let empty = l.is_empty();
+    ctx.notify(ev::LIST, "ltrim", key);
+    if empty {
         ctx.ks.remove(key);
+        ctx.notify(ev::GENERIC, "del", key);
     }
     ctx.out.ok();
     Outcome::Done
@@ -557,7 +585,9 @@ fn linsert(ctx: &mut Ctx) -> Outcome {
         return Outcome::Done;
     };
     l.insert(pos + after as usize, Elem::from(&args[4][..]));
-    ctx.out.int(l.len() as i64);
+    let n = l.len();
+    ctx.notify(ev::LIST, "linsert", key);
+    ctx.out.int(n as i64);
     Outcome::Done
 }
 
@@ -585,6 +615,8 @@ fn move_and_reply(ctx: &mut Ctx, src: &[u8], dst: &[u8], from_left: bool, to_lef
                 } else {
                     l.push_back(v);
                 }
+                ctx.notify(ev::LIST, push_event(to_left), dst);
+                ctx.notify(ev::LIST, pop_event(from_left), src);
             }
             None => ctx.out.null(),
         }
@@ -620,6 +652,12 @@ fn move_and_reply(ctx: &mut Ctx, src: &[u8], dst: &[u8], from_left: bool, to_lef
         } else {
             d.push_back(v);
         }
+    }
+    // Redis's order: the push, the pop, then the emptied source's deletion.
+    ctx.notify(ev::LIST, push_event(to_left), dst);
+    ctx.notify(ev::LIST, pop_event(from_left), src);
+    if empty {
+        ctx.notify(ev::GENERIC, "del", src);
     }
 }
 
@@ -859,8 +897,10 @@ fn bpop(ctx: &mut Ctx, left: bool) -> Outcome {
                 let v = if left { l.pop_front() } else { l.pop_back() };
                 let empty = l.is_empty();
                 let Some(v) = v else { continue };
+                ctx.notify(ev::LIST, pop_event(left), k);
                 if empty {
                     ctx.ks.remove(k);
+                    ctx.notify(ev::GENERIC, "del", k);
                 }
                 ctx.out.array(2);
                 ctx.out.bulk(k);

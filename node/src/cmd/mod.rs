@@ -138,6 +138,11 @@ impl Ctx<'_, '_> {
         }
     }
 
+    /// Records keyspace event `name` of `class` (a [`crate::notify`] class) on `key`.
+    pub fn notify(&mut self, class: u32, name: &'static str, key: &[u8]) {
+        self.ks.notify(class, name, key);
+    }
+
     /// Upper-case comparison of argument `i` with `word`.
     pub fn arg_is(&self, i: usize, word: &str) -> bool {
         self.args
@@ -457,6 +462,33 @@ fn reject(client: &mut Client, out: &mut Reply, msg: &str) {
     out.error(msg);
 }
 
+/// The keys a write command reads as Redis's `lookupKeyRead` does (counted as keyspace hits
+/// or misses): the fetched key of GETDEL/GETEX/GETSET/SET ... GET, COPY's source, the sources
+/// of the STORE commands.
+fn read_keys<'a>(name: &str, args: &'a [Bytes]) -> &'a [Bytes] {
+    let from = |i: usize| args.get(i..).unwrap_or_default();
+    match name {
+        "getdel" | "getex" | "getset" | "copy" | "sort" => args.get(1..2).unwrap_or_default(),
+        "set" if from(3).iter().any(|a| a.eq_ignore_ascii_case(b"get")) => {
+            args.get(1..2).unwrap_or_default()
+        }
+        "sunionstore" | "sinterstore" | "sdiffstore" | "zrangestore" => from(2),
+        "bitop" => from(3),
+        "pfmerge" => from(1),
+        "zunionstore" | "zinterstore" | "zdiffstore" => {
+            let n = args
+                .get(2)
+                .and_then(|n| slotgate_protocol::resp::parse_i64(n))
+                .unwrap_or(0)
+                .max(0) as usize;
+            args.get(3..3 + n)
+                .or_else(|| args.get(3..))
+                .unwrap_or_default()
+        }
+        _ => &[],
+    }
+}
+
 /// Runs one command with its keys locked. `held` is the EXEC view holding every shard.
 #[allow(clippy::too_many_arguments)]
 pub fn run<'a>(
@@ -507,6 +539,21 @@ pub fn run<'a>(
         }
     };
     let dirty_before = ks.dirty;
+    let notify = server.notify_flags.load(Ordering::Relaxed);
+    ks.notify = notify;
+    if client.from_master {
+        ks.count_reads(false, &[]);
+    } else {
+        let readonly = spec.has_flag(flags::READONLY);
+        ks.count_reads(
+            readonly,
+            if readonly {
+                &[][..]
+            } else {
+                read_keys(spec.name, args)
+            },
+        );
+    }
     let mut ctx = Ctx {
         server,
         client: &mut *client,
@@ -557,6 +604,10 @@ pub fn run<'a>(
             }
             client.woff = server.repl.offset();
         }
+    }
+    ks.read_stats = false;
+    if !ks.events.is_empty() {
+        crate::notify::publish_all(server, notify, &mut ks.events);
     }
     let micros = started.elapsed().as_micros() as u64;
     server.stats.commands.add(client.handle.id, 1);

@@ -580,8 +580,9 @@ fn info_section(ctx: &mut Ctx, name: &str, s: &mut String) {
             l(s, "evicted_clients", &0);
             l(s, "total_eviction_exceeded_time", &0);
             l(s, "current_eviction_exceeded_time", &0);
-            l(s, "keyspace_hits", &st.hits.load(Ordering::Relaxed));
-            l(s, "keyspace_misses", &st.misses.load(Ordering::Relaxed));
+            let (hits, misses) = server.ks.lookup_stats();
+            l(s, "keyspace_hits", &hits);
+            l(s, "keyspace_misses", &misses);
             l(s, "pubsub_channels", &server.pubsub.channels(None).len());
             l(s, "pubsub_patterns", &server.pubsub.numpat());
             l(
@@ -897,15 +898,10 @@ fn config(ctx: &mut Ctx) -> Outcome {
 /// CONFIG RESETSTAT: zeroes the INFO counters and command statistics.
 fn reset_stats(server: &Server) {
     let st = &server.stats;
-    for c in [
-        &st.connections,
-        &st.hits,
-        &st.misses,
-        &st.expired,
-        &st.rejected,
-    ] {
+    for c in [&st.connections, &st.expired, &st.rejected] {
         c.store(0, Ordering::Relaxed);
     }
+    server.ks.reset_lookup_stats();
     for c in [&st.commands, &st.net_in, &st.net_out, &st.errors] {
         c.store(0, Ordering::Relaxed);
     }
@@ -1961,6 +1957,8 @@ fn function(ctx: &mut Ctx) -> Outcome {
 const KEY_OVERHEAD: usize = 46;
 
 fn memory(ctx: &mut Ctx) -> Outcome {
+    // Redis reads the dict directly here: not a keyspace hit or miss.
+    ctx.ks.read_stats = false;
     let sub = ctx.args[1].to_ascii_lowercase();
     match sub.as_slice() {
         b"usage" => {

@@ -12,6 +12,7 @@ use super::hashes::{
 use super::{Ctx, Handler, Outcome};
 use crate::db::{shard_of_slot, Entry, Locked, Shard, SHARDS};
 use crate::glob::glob_match;
+use crate::notify as ev;
 use crate::reply::Reply;
 use crate::value::{Elem, Set, Value};
 use bytes::Bytes;
@@ -149,6 +150,9 @@ fn sadd(ctx: &mut Ctx) -> Outcome {
         }
         ctx.ks.set(key, Value::Set(Box::new(s)), false);
     }
+    if added > 0 {
+        ctx.notify(ev::SET, "sadd", key);
+    }
     ctx.out.int(added);
     Outcome::Done
 }
@@ -169,6 +173,7 @@ fn srem(ctx: &mut Ctx) -> Outcome {
             n += s.swap_remove(&m[..]) as i64;
         }
     }
+    ctx.notify(ev::SET, "srem", key);
     ctx.ks.remove_if_empty(key);
     ctx.out.int(n);
     Outcome::Done
@@ -255,6 +260,7 @@ fn spop(ctx: &mut Ctx) -> Outcome {
         }
         let idx = rand::thread_rng().gen_range(0..len);
         let popped = set_mut(ctx.ks, key).and_then(|s| extract_at(s, &[idx]).pop());
+        ctx.notify(ev::SET, "spop", key);
         ctx.ks.remove_if_empty(key);
         ctx.out.opt_bulk(popped.as_deref());
         return Outcome::Done;
@@ -271,6 +277,8 @@ fn spop(ctx: &mut Ctx) -> Outcome {
             }) => s,
             _ => Box::default(),
         };
+        ctx.notify(ev::SET, "spop", key);
+        ctx.notify(ev::GENERIC, "del", key);
         reply_set(ctx.out, all.len(), all.iter().map(|m| &m[..]));
         return Outcome::Done;
     }
@@ -280,6 +288,7 @@ fn spop(ctx: &mut Ctx) -> Outcome {
     let popped = set_mut(ctx.ks, key)
         .map(|s| extract_at(s, &picks))
         .unwrap_or_default();
+    ctx.notify(ev::SET, "spop", key);
     ctx.ks.remove_if_empty(key);
     reply_set(ctx.out, popped.len(), popped.iter().map(|m| &m[..]));
     Outcome::Done
@@ -362,10 +371,15 @@ fn smove(ctx: &mut Ctx) -> Outcome {
         return Outcome::Done;
     }
     let moved = set_mut(ctx.ks, src).and_then(|s| s.swap_take(member));
+    ctx.notify(ev::SET, "srem", src);
     ctx.ks.remove_if_empty(src);
     if let Some(m) = moved {
-        if let Value::Set(d) = &mut ctx.ks.get_or_insert_with(dst, Value::new_set).value {
-            d.insert(m);
+        let added = match &mut ctx.ks.get_or_insert_with(dst, Value::new_set).value {
+            Value::Set(d) => d.insert(m),
+            _ => false,
+        };
+        if added {
+            ctx.notify(ev::SET, "sadd", dst);
         }
     }
     ctx.out.int(1);
@@ -449,9 +463,17 @@ fn set_op_store(ctx: &mut Ctx, op: SetOp) -> Outcome {
     };
     let n = res.len() as i64;
     if res.is_empty() {
-        ctx.ks.remove(dst);
+        if ctx.ks.remove(dst).is_some() {
+            ctx.notify(ev::GENERIC, "del", dst);
+        }
     } else {
         ctx.ks.set(dst, Value::Set(Box::new(res)), false);
+        let event = match ctx.spec.name {
+            "sinterstore" => "sinterstore",
+            "sunionstore" => "sunionstore",
+            _ => "sdiffstore",
+        };
+        ctx.notify(ev::SET, event, dst);
     }
     ctx.out.int(n);
     Outcome::Done

@@ -9,6 +9,7 @@
 
 use super::{Ctx, Handler, Outcome};
 use crate::db::Locked;
+use crate::notify as ev;
 use crate::value::Value;
 use slotgate_protocol::resp::parse_i64;
 
@@ -292,8 +293,10 @@ fn set_generic(
         return Outcome::Done;
     }
     store_str(ctx.ks, key, &args[val_idx], flags & flag::KEEPTTL != 0);
+    ctx.notify(ev::STRING, "set", key);
     if expire.is_some() {
         set_expire_quiet(ctx.ks, key, at);
+        ctx.notify(ev::GENERIC, "expire", key);
     }
     if flags & flag::GET == 0 {
         if int_reply {
@@ -310,6 +313,7 @@ fn set(ctx: &mut Ctx) -> Outcome {
         // Hot path: plain SET key value.
         let args = ctx.args;
         store_str(ctx.ks, &args[1], &args[2], false);
+        ctx.notify(ev::STRING, "set", &args[1]);
         ctx.out.ok();
         return Outcome::Done;
     }
@@ -349,6 +353,7 @@ fn getset(ctx: &mut Ctx) -> Outcome {
         }
     }
     store_str(ctx.ks, &args[1], &args[2], false);
+    ctx.notify(ev::STRING, "set", &args[1]);
     Outcome::Done
 }
 
@@ -362,6 +367,7 @@ fn getdel(ctx: &mut Ctx) -> Outcome {
                 if let Value::Str(s) = &e.value {
                     ctx.out.bulk(s);
                 }
+                ctx.notify(ev::GENERIC, "del", &args[1]);
             }
         }
     }
@@ -399,12 +405,15 @@ fn getex(ctx: &mut Ctx) -> Outcome {
     }
     if flags & (flag::EXAT | flag::PXAT) != 0 && at <= ctx.ks.now {
         ctx.ks.remove(key);
+        ctx.notify(ev::GENERIC, "del", key);
     } else if expire.is_some() {
         ctx.ks.set_expire(key, at);
+        ctx.notify(ev::GENERIC, "expire", key);
     } else if flags & flag::PERSIST != 0 {
         let has_ttl = ctx.ks.get(key).is_some_and(|e| e.expire_at != 0);
         if has_ttl {
             ctx.ks.set_expire(key, 0);
+            ctx.notify(ev::GENERIC, "persist", key);
         }
     }
     Outcome::Done
@@ -434,6 +443,7 @@ fn mset_generic(ctx: &mut Ctx, nx: bool) -> Outcome {
     }
     for kv in args[1..].chunks(2) {
         store_str(ctx.ks, &kv[0], &kv[1], false);
+        ctx.notify(ev::STRING, "set", &kv[0]);
     }
     if nx {
         ctx.out.int(1);
@@ -457,6 +467,7 @@ fn append(ctx: &mut Ctx) -> Outcome {
     let old_len = match lookup_str(ctx.ks, key) {
         Lookup::Missing => {
             ctx.ks.set(key, Value::Str(add.to_vec()), false);
+            ctx.notify(ev::STRING, "append", key);
             ctx.out.int(add.len() as i64);
             return Outcome::Done;
         }
@@ -476,6 +487,7 @@ fn append(ctx: &mut Ctx) -> Outcome {
             len = s.len();
         }
     }
+    ctx.notify(ev::STRING, "append", key);
     ctx.out.int(len as i64);
     Outcome::Done
 }
@@ -530,6 +542,7 @@ fn incr_decr(ctx: &mut Ctx, delta: i64) -> Outcome {
             *other = Value::Str(v);
         }
     }
+    ctx.notify(ev::STRING, "incrby", key);
     ctx.out.int(new);
     Outcome::Done
 }
@@ -576,6 +589,7 @@ fn incrbyfloat(ctx: &mut Ctx) -> Outcome {
             ctx.out.bulk(&v);
             // Like Redis, the new value replaces the old one but keeps its TTL.
             store_str(ctx.ks, key, &v, true);
+            ctx.notify(ev::STRING, "incrbyfloat", key);
         }
         Err(crate::longdouble::IncrError::NotFloat) => ctx.out.not_float(),
         Err(crate::longdouble::IncrError::NanOrInf) => {
@@ -656,6 +670,7 @@ fn setrange(ctx: &mut Ctx) -> Outcome {
             v[offset as usize..].copy_from_slice(val);
             let n = v.len();
             ctx.ks.set(key, Value::Str(v), false);
+            ctx.notify(ev::STRING, "setrange", key);
             ctx.out.int(n as i64);
         }
         Lookup::WrongType => ctx.out.wrong_type(),
@@ -678,6 +693,7 @@ fn setrange(ctx: &mut Ctx) -> Outcome {
                     n = s.len();
                 }
             }
+            ctx.notify(ev::STRING, "setrange", key);
             ctx.out.int(n as i64);
         }
     }
@@ -894,6 +910,11 @@ fn setbit(ctx: &mut Ctx) -> Outcome {
             return Outcome::Done;
         }
     };
+    // Redis 7.0 reports a change only when the key was created or grown, or the bit flipped.
+    let len_before = match lookup_str(ctx.ks, &args[1]) {
+        Lookup::Str(s) => Some(s.len()),
+        _ => None,
+    };
     let Some(s) = string_for_bit_write(ctx, &args[1], off) else {
         return Outcome::Done;
     };
@@ -901,6 +922,10 @@ fn setbit(ctx: &mut Ctx) -> Outcome {
     let shift = 7 - (off & 7) as u8;
     let old = (s[byte] >> shift) & 1;
     s[byte] = (s[byte] & !(1 << shift)) | (on << shift);
+    let changed = len_before != Some(s.len()) || old != on;
+    if changed {
+        ctx.notify(ev::STRING, "setbit", &args[1]);
+    }
     ctx.out.int(old as i64);
     Outcome::Done
 }
@@ -1191,8 +1216,9 @@ fn bitop(ctx: &mut Ctx) -> Outcome {
     let dest = &args[2][..];
     if n > 0 {
         ctx.ks.set(dest, Value::Str(res), false);
-    } else {
-        ctx.ks.remove(dest);
+        ctx.notify(ev::STRING, "set", dest);
+    } else if ctx.ks.remove(dest).is_some() {
+        ctx.notify(ev::GENERIC, "del", dest);
     }
     ctx.out.int(n as i64);
     Outcome::Done
@@ -1485,6 +1511,13 @@ fn bitfield_generic(ctx: &mut Ctx, ro: bool) -> Outcome {
                 }
             }
         }
+    }
+    let changes = ops
+        .iter()
+        .zip(&replies)
+        .any(|(op, r)| op.op != BfOp::Get && r.is_some());
+    if changes {
+        ctx.notify(ev::STRING, "setbit", &args[1]);
     }
     ctx.out.array(replies.len());
     for r in replies {

@@ -13,6 +13,7 @@
 
 use super::{Ctx, Handler, Outcome, TimeoutReply};
 use crate::db::{Entry, Locked, WrongType};
+use crate::notify as ev;
 use crate::reply::Reply;
 use crate::value::{Elem, Value, ZSet};
 use rand::Rng;
@@ -552,13 +553,16 @@ where
 }
 
 /// Stores `z` under `dst` (or deletes `dst` when empty) and replies the cardinality.
-fn store_result(ks: &mut Locked<'_>, out: &mut Reply, dst: &[u8], z: ZSet) {
+fn store_result(ks: &mut Locked<'_>, out: &mut Reply, dst: &[u8], z: ZSet, event: &'static str) {
     let n = z.len();
     if n == 0 {
-        ks.remove(dst);
+        if ks.remove(dst).is_some() {
+            ks.notify(ev::GENERIC, "del", dst);
+        }
         out.int(0);
     } else {
         ks.set(dst, Value::ZSet(Box::new(z)), false);
+        ks.notify(ev::ZSET, event, dst);
         out.int(n as i64);
     }
 }
@@ -766,6 +770,9 @@ fn zadd_run(ctx: &mut Ctx, idx: usize, scores: &[f64], f: AddFlags, ch: bool) ->
         processed += 1;
         newscore = s;
     }
+    if added + updated > 0 {
+        ctx.notify(ev::ZSET, if f.incr { "zincr" } else { "zadd" }, key);
+    }
     if f.incr {
         if processed > 0 {
             write_score(ctx.out, newscore);
@@ -798,6 +805,7 @@ fn zrem(ctx: &mut Ctx) -> Outcome {
             }
         }
     }
+    ctx.notify(ev::ZSET, "zrem", key);
     ctx.ks.remove_if_empty(key);
     ctx.out.int(removed);
     Outcome::Done
@@ -1081,7 +1089,7 @@ fn zrange_generic(
         Ok(Some(z)) => z,
         Ok(None) => {
             if store {
-                store_result(ctx.ks, ctx.out, &args[1], ZSet::default());
+                store_result(ctx.ks, ctx.out, &args[1], ZSet::default(), "zrangestore");
             } else {
                 ctx.out.array(0);
             }
@@ -1128,7 +1136,7 @@ fn zrange_generic(
         }
     }
     if let Sink::Store(result) = sink {
-        store_result(ctx.ks, ctx.out, &args[1], result);
+        store_result(ctx.ks, ctx.out, &args[1], result, "zrangestore");
     }
     Outcome::Done
 }
@@ -1208,6 +1216,7 @@ fn zremrange_generic(ctx: &mut Ctx, rangetype: RangeType) -> Outcome {
             z.remove(m);
         }
     }
+    ctx.notify(ev::ZSET, ctx.spec.name, key);
     ctx.ks.remove_if_empty(key);
     ctx.out.int(victims.len() as i64);
     Outcome::Done
@@ -1272,6 +1281,9 @@ fn pop_and_reply(
         }
         out.bulk(&m);
         write_score(out, s);
+    }
+    if n > 0 {
+        ks.notify(ev::ZSET, if max { "zpopmax" } else { "zpopmin" }, key);
     }
     ks.remove_if_empty(key);
 }
@@ -1723,7 +1735,7 @@ fn setop_generic(
     }
     drop(result);
     match dst {
-        Some(d) => store_result(ctx.ks, ctx.out, &args[d], z),
+        Some(d) => store_result(ctx.ks, ctx.out, &args[d], z, ctx.spec.name),
         None => emit(ctx.out, || z.iter(), withscores),
     }
     Outcome::Done
