@@ -568,16 +568,17 @@ pub struct Locked<'a> {
     /// Keyspace notification classes on ([`crate::notify`]); 0 records nothing.
     pub notify: u32,
     /// Keyspace events recorded by the command, in order, published when it is done.
-    pub events: Vec<crate::notify::Event>,
+    /// (Boxed: most commands record none, and an absent box costs nothing to drop.)
+    pub events: Option<Box<Vec<crate::notify::Event>>>,
     /// Count keyspace hits and misses of lookups (set for read-only commands, as Redis
     /// counts its read lookups) in the shards' counters.
     pub read_stats: bool,
     /// With `read_stats`, only these key arguments (address, length) are counted when any
     /// are given: the keys a write command reads (GETDEL's key, SUNIONSTORE's sources...).
-    pub stat_only: SmallVec<[(usize, usize); 4]>,
+    pub stat_only: Option<Box<KeyIds<8>>>,
     /// The key arguments (address, length) counted already: a command looking at one key
     /// twice counts once.
-    counted: SmallVec<[(usize, usize); 4]>,
+    counted: KeyIds<4>,
     /// Slots of the request's own key arguments (address, length, slot), computed once by
     /// the dispatcher: commands touch the same key several times and CRC16 showed in profiles.
     /// Only immutable request bytes are recorded, so an address can never mean another key.
@@ -585,6 +586,48 @@ pub struct Locked<'a> {
     /// The key argument (address, length) whose access was recorded last: a command that
     /// checks a key's type and then writes it is one access, as in Redis.
     recorded: Option<(usize, usize)>,
+}
+
+/// A few key arguments of one command, as (address, length), kept inline (no drop, no heap).
+#[derive(Clone, Copy)]
+pub struct KeyIds<const N: usize> {
+    n: u8,
+    /// Set when more than N were added (the set is then incomplete).
+    overflow: bool,
+    ids: [(usize, usize); N],
+}
+
+impl<const N: usize> Default for KeyIds<N> {
+    fn default() -> Self {
+        KeyIds {
+            n: 0,
+            overflow: false,
+            ids: [(0, 0); N],
+        }
+    }
+}
+
+impl<const N: usize> KeyIds<N> {
+    /// Adds `id`; false when it was there already.
+    #[inline]
+    fn insert(&mut self, id: (usize, usize)) -> bool {
+        let n = self.n as usize;
+        if self.ids[..n].contains(&id) {
+            return false;
+        }
+        if n < N {
+            self.ids[n] = id;
+            self.n += 1;
+        } else {
+            self.overflow = true;
+        }
+        true
+    }
+
+    #[inline]
+    fn contains(&self, id: &(usize, usize)) -> bool {
+        self.ids[..self.n as usize].contains(id)
+    }
 }
 
 /// Error: the key's value has another type.
@@ -605,10 +648,10 @@ impl<'a> Locked<'a> {
             track_expired: false,
             expired_keys: Vec::new(),
             notify: 0,
-            events: Vec::new(),
+            events: None,
             read_stats: false,
-            stat_only: SmallVec::new(),
-            counted: SmallVec::new(),
+            stat_only: None,
+            counted: KeyIds::default(),
             known_slots: SmallVec::new(),
             recorded: None,
         }
@@ -621,20 +664,32 @@ impl<'a> Locked<'a> {
 
     /// Records keyspace event `name` of `class` on `key` in this view's database (when that
     /// class is on).
+    #[inline]
     pub fn notify(&mut self, class: u32, name: &'static str, key: &[u8]) {
-        self.notify_db(class, name, key, self.db);
+        if self.notify & class != 0 {
+            self.record_event(class, name, key, self.db);
+        }
     }
 
     /// Records keyspace event `name` of `class` on `key` in database `db`.
+    #[inline]
     pub fn notify_db(&mut self, class: u32, name: &'static str, key: &[u8], db: usize) {
         if self.notify & class != 0 {
-            self.events.push(crate::notify::Event {
+            self.record_event(class, name, key, db);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_event(&mut self, class: u32, name: &'static str, key: &[u8], db: usize) {
+        self.events
+            .get_or_insert_with(Box::default)
+            .push(crate::notify::Event {
                 class,
                 name,
                 key: Bytes::copy_from_slice(key),
                 db,
             });
-        }
     }
 
     /// Switches the current database (inside MULTI after SELECT); held locks are kept.
@@ -773,12 +828,14 @@ impl<'a> Locked<'a> {
                 shard.expires -= 1;
                 shard.touch(key);
                 if self.notify & crate::notify::EXPIRED != 0 {
-                    self.events.push(crate::notify::Event {
-                        class: crate::notify::EXPIRED,
-                        name: "expired",
-                        key: Bytes::copy_from_slice(key),
-                        db: self.db,
-                    });
+                    self.events
+                        .get_or_insert_with(Box::default)
+                        .push(crate::notify::Event {
+                            class: crate::notify::EXPIRED,
+                            name: "expired",
+                            key: Bytes::copy_from_slice(key),
+                            db: self.db,
+                        });
                 }
                 if self.track_expired {
                     if let Some((k, _)) = dead {
@@ -843,23 +900,33 @@ impl<'a> Locked<'a> {
 
     /// Whether a read lookup of `key` is counted (once per key argument); records the
     /// `keymiss` event of a missing key when that class is on.
+    #[inline]
     fn first_count(&mut self, key: &[u8]) -> bool {
         let id = (key.as_ptr() as usize, key.len());
-        if self.counted.contains(&id)
-            || (!self.stat_only.is_empty() && !self.stat_only.contains(&id))
-        {
+        if !self.counted.insert(id) {
             return false;
         }
-        self.counted.push(id);
-        if self.notify & crate::notify::KEY_MISS != 0 {
-            self.read_stats = false;
-            let found = self.exists(key);
-            self.read_stats = true;
-            if !found {
-                self.notify(crate::notify::KEY_MISS, "keymiss", key);
+        // (Past its capacity the list is incomplete: then every lookup counts.)
+        if let Some(only) = &self.stat_only {
+            if !only.overflow && !only.contains(&id) {
+                return false;
             }
         }
+        if self.notify & crate::notify::KEY_MISS != 0 {
+            self.notify_key_miss(key);
+        }
         true
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn notify_key_miss(&mut self, key: &[u8]) {
+        self.read_stats = false;
+        let found = self.exists(key);
+        self.read_stats = true;
+        if !found {
+            self.notify(crate::notify::KEY_MISS, "keymiss", key);
+        }
     }
 
     /// True when the key exists (not an access).
@@ -983,17 +1050,32 @@ impl<'a> Locked<'a> {
     /// Sets which lookups count as keyspace hits/misses for the next command: all of them
     /// (`all`, a read-only command), or those of the key arguments `only` (a write command
     /// that reads some keys), or none.
+    #[inline]
     pub fn count_reads(&mut self, all: bool, only: &[Bytes]) {
-        self.counted.clear();
-        self.stat_only.clear();
-        self.stat_only
-            .extend(only.iter().map(|k| (k.as_ptr() as usize, k.len())));
-        self.read_stats = all || !self.stat_only.is_empty();
+        self.counted.n = 0;
+        self.stat_only = None;
+        if !only.is_empty() {
+            let mut ids = KeyIds::default();
+            for k in only {
+                ids.insert((k.as_ptr() as usize, k.len()));
+            }
+            self.stat_only = Some(Box::new(ids));
+        }
+        self.read_stats = all || self.stat_only.is_some();
     }
 
     /// Records the `new` event (Redis's dbAdd) when `key` is about to be created.
+    #[inline]
     fn notify_if_new(&mut self, key: &[u8]) {
-        if self.notify & crate::notify::NEW != 0 && !self.exists(key) {
+        if self.notify & crate::notify::NEW != 0 {
+            self.notify_new_slow(key);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn notify_new_slow(&mut self, key: &[u8]) {
+        if !self.exists(key) {
             self.notify(crate::notify::NEW, "new", key);
         }
     }

@@ -153,10 +153,12 @@ pub fn publish(server: &Server, flags: u32, class: u32, name: &str, key: &[u8], 
     }
 }
 
-/// Publishes the events a command recorded, in order.
-pub fn publish_all(server: &Server, flags: u32, events: &mut Vec<Event>) {
-    for ev in events.drain(..) {
-        publish(server, flags, ev.class, ev.name, &ev.key, ev.db);
+/// Publishes the events a command recorded (taken from its view), in order.
+pub fn publish_all(server: &Server, flags: u32, events: &mut Option<Box<Vec<Event>>>) {
+    if let Some(events) = events.take() {
+        for ev in events.iter() {
+            publish(server, flags, ev.class, ev.name, &ev.key, ev.db);
+        }
     }
 }
 

@@ -606,7 +606,7 @@ pub fn run<'a>(
         }
     }
     ks.read_stats = false;
-    if !ks.events.is_empty() {
+    if ks.events.is_some() {
         crate::notify::publish_all(server, notify, &mut ks.events);
     }
     let micros = started.elapsed().as_micros() as u64;

@@ -1594,6 +1594,8 @@ fn setop_generic(
             }
         }
     }
+    // Those were the lookups Redis counts as hits and misses; the inputs are read again below.
+    ctx.ks.read_stats = false;
     let mut weights: SmallVec<[f64; 8]> = SmallVec::from_elem(1.0, setnum);
     let mut agg = Aggregate::Sum;
     let mut withscores = false;
