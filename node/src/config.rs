@@ -255,8 +255,8 @@ pub static DIRECTIVES: &[Directive] = &[
         "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",
         false
     ),
-    d!("unixsocket", Kind::Str, "", false),
-    d!("unixsocketperm", Kind::Int(0, 0o777), "0", false),
+    d!("unixsocket", Kind::Str, "", true),
+    d!("unixsocketperm", Kind::Str, "0", true),
     d!("metrics-port", Kind::Int(0, 65535), "0", true),
     d!(
         "enable-debug-command",
@@ -408,6 +408,14 @@ fn check_value(d: &Directive, args: &[String]) -> Result<String, String> {
             let v = single()?;
             if d.name == "dbfilename" && v.contains('/') {
                 return Err("dbfilename can't be a path, just a filename".into());
+            }
+            if d.name == "unixsocketperm" {
+                // Octal, as redis-server reads it (`unixsocketperm 700`).
+                return match u32::from_str_radix(v, 8) {
+                    Ok(n) if n <= 0o777 => Ok(v.clone()),
+                    Ok(_) => Err("argument must be between 0 and 777 inclusive".into()),
+                    Err(_) => Err("argument couldn't be parsed as an octal number".into()),
+                };
             }
             if d.name == "notify-keyspace-events" {
                 // Stored in the canonical form CONFIG GET shows.

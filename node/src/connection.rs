@@ -7,6 +7,7 @@ use crate::cmd::{self, Outcome, TimeoutReply};
 use crate::db::Locked;
 use crate::reply::Reply;
 use crate::server::Server;
+use crate::stream::{ReadHalf, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use slotgate_protocol::resp::{Limits, Parsed, RequestParser};
 use std::net::SocketAddr;
@@ -15,7 +16,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -34,8 +34,8 @@ enum End {
 struct Conn {
     /// Everything but the socket (what moves between workers).
     st: Parked,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: ReadHalf,
+    wr: WriteHalf,
     /// The I/O worker serving it now.
     worker: usize,
 }
@@ -78,17 +78,46 @@ pub struct Parked {
 /// Serves one client accepted by I/O worker `worker` until it disconnects, is killed, or
 /// moves to another worker.
 pub async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, worker: usize) {
-    let id = server.next_client_id.fetch_add(1, Ordering::Relaxed);
     let laddr = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let fd = sock.as_raw_fd();
+    let (rd, wr) = sock.into_split();
+    let handle = register(&server, peer.to_string(), laddr, fd, "N");
+    let st = parked(&server, handle);
+    drive(st, ReadHalf::Tcp(rd), WriteHalf::Tcp(wr), worker).await;
+}
+
+/// Serves one client of the `unixsocket` listener at `path` (on the worker that accepted it:
+/// such clients do not move) until it disconnects or is killed.
+pub async fn serve_unix(server: Arc<Server>, sock: tokio::net::UnixStream, path: String) {
+    // CLIENT LIST shows `addr=<path>:0 laddr=<path>:0 ... flags=U`, as redis-server.
+    let addr = format!("{path}:0");
+    let fd = sock.as_raw_fd();
+    let (rd, wr) = sock.into_split();
+    let handle = register(&server, addr.clone(), addr, fd, "U");
+    let st = parked(&server, handle);
+    drive(st, ReadHalf::Unix(rd), WriteHalf::Unix(wr), 0).await;
+}
+
+/// Adds a new client to the server's list.
+fn register(
+    server: &Arc<Server>,
+    addr: String,
+    laddr: String,
+    fd: i32,
+    flags: &str,
+) -> (Arc<ClientHandle>, mpsc::Receiver<Push>) {
+    let id = server.next_client_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel(PUSH_QUEUE);
-    let handle = Arc::new(ClientHandle::new(
-        id,
-        peer.to_string(),
-        laddr,
-        sock.as_raw_fd(),
-        tx,
-    ));
+    let handle = Arc::new(ClientHandle::new(id, addr, laddr, fd, tx));
+    if flags != "N" {
+        *handle.flags.lock() = flags.to_string();
+    }
     server.clients.lock().insert(id, handle.clone());
+    (handle, rx)
+}
+
+/// A new client's state.
+fn parked(server: &Arc<Server>, (handle, rx): (Arc<ClientHandle>, mpsc::Receiver<Push>)) -> Parked {
     let (max_bulk, qbuf_limit) = {
         let c = server.config.read();
         (
@@ -96,7 +125,7 @@ pub async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, worke
             c.get_int("client-query-buffer-limit").max(1024 * 1024) as usize,
         )
     };
-    let st = Parked {
+    Parked {
         client: Client::new(handle.clone(), !server.requires_auth()),
         server: server.clone(),
         out: Reply::default(),
@@ -106,8 +135,7 @@ pub async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, worke
         parser: RequestParser::default(),
         max_bulk,
         qbuf_limit,
-    };
-    drive(st, sock, worker).await;
+    }
 }
 
 /// Goes on serving a connection that moved to I/O worker `worker`.
@@ -125,7 +153,10 @@ pub async fn resume(m: Moving, worker: usize) {
         }
     };
     match TcpStream::from_std(sock) {
-        Ok(sock) => drive(st, sock, worker).await,
+        Ok(sock) => {
+            let (rd, wr) = sock.into_split();
+            drive(st, ReadHalf::Tcp(rd), WriteHalf::Tcp(wr), worker).await
+        }
         Err(e) => {
             st.server.log.warning(&format!(
                 "Moving client id={} between I/O workers: {e}",
@@ -138,8 +169,7 @@ pub async fn resume(m: Moving, worker: usize) {
 
 /// Serves a connection on worker `worker`; then closes it, or hands it to the worker it
 /// moves to.
-async fn drive(st: Parked, sock: TcpStream, worker: usize) {
-    let (rd, wr) = sock.into_split();
+async fn drive(st: Parked, rd: ReadHalf, wr: WriteHalf, worker: usize) {
     st.server.io.arrived(worker);
     let mut conn = Conn { st, rd, wr, worker };
     let end = conn.run().await;
@@ -150,9 +180,12 @@ async fn drive(st: Parked, sock: TcpStream, worker: usize) {
         finish(&server, &mut st.client);
         return;
     };
-    let sock = match rd.reunite(wr) {
-        Ok(s) => s.into_std(),
-        Err(_) => Err(std::io::Error::other("socket halves do not match")),
+    let sock = match (rd, wr) {
+        (ReadHalf::Tcp(rd), WriteHalf::Tcp(wr)) => match rd.reunite(wr) {
+            Ok(s) => s.into_std(),
+            Err(_) => Err(std::io::Error::other("socket halves do not match")),
+        },
+        _ => Err(std::io::Error::other("a Unix-socket client does not move")),
     };
     match sock {
         Ok(sock) => {
@@ -258,9 +291,12 @@ impl Conn {
                 ));
                 return Ok(End::Closed);
             }
-            // Safe point to change workers: every reply written, nothing awaited.
-            if let Some(to) = self.st.server.io.leave(self.worker) {
-                return Ok(End::Move(to));
+            // Safe point to change workers: every reply written, nothing awaited. (Only TCP
+            // clients move; a Unix-socket client stays on the worker that accepted it.)
+            if self.rd.is_tcp() {
+                if let Some(to) = self.st.server.io.leave(self.worker) {
+                    return Ok(End::Move(to));
+                }
             }
             self.st.rbuf.reserve(READ_CHUNK);
             tokio::select! {

@@ -30,6 +30,7 @@ pub mod rdb;
 pub mod replication;
 pub mod reply;
 pub mod server;
+pub mod stream;
 pub mod value;
 // Client I/O worker threads and the balancer that packs or spreads connections.
 pub mod workers;

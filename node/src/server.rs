@@ -488,7 +488,17 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
         server.log.warning(&e);
         anyhow::bail!("{e}");
     }
-    if let Err(e) = crate::workers::start(&server, &sockaddrs) {
+    let unix = match bind_unix_socket(&server) {
+        Ok(u) => u,
+        Err(e) => {
+            server
+                .log
+                .warning(&format!("Failed opening Unix socket: {e}"));
+            anyhow::bail!("Failed opening Unix socket: {e}");
+        }
+    };
+    let unix_path = unix.as_ref().map(|(_, p)| p.clone());
+    if let Err(e) = crate::workers::start(&server, &sockaddrs, unix) {
         anyhow::bail!("Failed listening on port {real_port} (tcp): {e}");
     }
     tokio::spawn(crate::workers::balance(server.clone()));
@@ -499,6 +509,11 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION")
     ));
     server.log.notice("Ready to accept connections tcp");
+    if let Some(path) = &unix_path {
+        server.log.notice(&format!(
+            "The server is now ready to accept connections at {path}"
+        ));
+    }
     notify_systemd(
         &server,
         &[b"STATUS=Ready to accept connections\n", b"READY=1\n"],
@@ -540,8 +555,35 @@ pub async fn run(server: Arc<Server>) -> anyhow::Result<()> {
     if !pidfile.is_empty() {
         let _ = std::fs::remove_file(pidfile);
     }
+    if let Some(path) = unix_path {
+        server.log.notice("Removing the unix socket file.");
+        let _ = std::fs::remove_file(path);
+    }
     server.log.warning("Redis is now ready to exit, bye bye...");
     Ok(())
+}
+
+/// Binds the `unixsocket` listener, if one is configured, as redis-server: a file left at the
+/// path is replaced, and `unixsocketperm` (octal) sets its mode.
+fn bind_unix_socket(server: &Server) -> std::io::Result<Option<crate::workers::UnixListener>> {
+    let (path, perm) = {
+        let c = server.config.read();
+        (
+            c.get("unixsocket").to_string(),
+            c.get("unixsocketperm").to_string(),
+        )
+    };
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let _ = std::fs::remove_file(&path);
+    let l = std::os::unix::net::UnixListener::bind(&path)?;
+    let perm = u32::from_str_radix(&perm, 8).unwrap_or(0);
+    if perm != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(perm))?;
+    }
+    Ok(Some((l, path)))
 }
 
 /// The systemd notification socket when `supervised` is `systemd`, or `auto` and systemd

@@ -29,16 +29,25 @@ pub async fn balance(server: Arc<Server>) {
     .await
 }
 
+/// The `unixsocket` listener and its path.
+pub type UnixListener = (std::os::unix::net::UnixListener, String);
+
 /// Starts one I/O worker thread per pool slot, each with its own SO_REUSEPORT listener on
-/// every address; returns once all of them listen.
-pub fn start(server: &Arc<Server>, addrs: &[std::net::SocketAddr]) -> anyhow::Result<()> {
+/// every address (worker 0 also accepts on the Unix socket, if any); returns once all of them
+/// listen.
+pub fn start(
+    server: &Arc<Server>,
+    addrs: &[std::net::SocketAddr],
+    mut unix: Option<UnixListener>,
+) -> anyhow::Result<()> {
     for i in 0..server.io.len() {
         let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let srv = server.clone();
         let addrs = addrs.to_vec();
+        let unix = unix.take();
         std::thread::Builder::new()
             .name(format!("slotgate-io{i}"))
-            .spawn(move || io_worker(srv, i, addrs, tx))?;
+            .spawn(move || io_worker(srv, i, addrs, unix, tx))?;
         match rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => anyhow::bail!("{e}"),
@@ -54,6 +63,7 @@ fn io_worker(
     server: Arc<Server>,
     w: usize,
     addrs: Vec<std::net::SocketAddr>,
+    unix: Option<UnixListener>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let _ = slotgate_iopool::batch_scheduling();
@@ -85,8 +95,26 @@ fn io_worker(
                 }
             }
         }
+        let unix = match unix {
+            Some((l, path)) => {
+                match l
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::UnixListener::from_std(l))
+                {
+                    Ok(l) => Some((l, path)),
+                    Err(e) => {
+                        let _ = ready.send(Err(format!("{path}: {e}")));
+                        return;
+                    }
+                }
+            }
+            None => None,
+        };
         let _ = ready.send(Ok(()));
         let mut tasks = Vec::new();
+        if let Some((l, path)) = unix {
+            tasks.push(tokio::spawn(unix_accept_loop(server.clone(), l, path)));
+        }
         for l in listeners {
             tasks.push(tokio::spawn(accept_loop(server.clone(), w, l)));
         }
@@ -143,6 +171,44 @@ fn set_keepalive(sock: &tokio::net::TcpStream, secs: i64) {
                 (&value as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
+        }
+    }
+}
+
+/// Accepts the clients of the `unixsocket` listener (served on this worker; protected mode
+/// does not apply to them, as in Redis).
+async fn unix_accept_loop(server: Arc<Server>, listener: tokio::net::UnixListener, path: String) {
+    loop {
+        match listener.accept().await {
+            Ok((sock, _)) => {
+                let max = server.config.read().get_int("maxclients").max(1) as usize;
+                if server.clients.lock().len() >= max {
+                    server
+                        .stats
+                        .rejected
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Ok(sock) = sock.into_std() {
+                        use std::io::Write;
+                        let _ = (&sock).write_all(b"-ERR max number of clients reached\r\n");
+                    }
+                    continue;
+                }
+                server
+                    .stats
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(crate::connection::serve_unix(
+                    server.clone(),
+                    sock,
+                    path.clone(),
+                ));
+            }
+            Err(e) => {
+                server
+                    .log
+                    .warning(&format!("Accepting client connection: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }

@@ -1340,3 +1340,132 @@ fn supervised_systemd_notifies_ready() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// One RESP command over a Unix socket; the reply frame.
+fn unix_cmd(
+    s: &mut std::os::unix::net::UnixStream,
+    buf: &mut bytes::BytesMut,
+    args: &[&str],
+) -> Frame {
+    use std::io::{Read, Write};
+    let mut out = bytes::BytesMut::new();
+    slotgate_protocol::resp::write_command(&mut out, args);
+    s.write_all(&out).unwrap();
+    loop {
+        if let Ok(Some(f)) = slotgate_protocol::decode_frame(buf) {
+            return f;
+        }
+        let mut tmp = [0u8; 4096];
+        let n = s.read(&mut tmp).unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+/// `unixsocket` / `unixsocketperm`: clients served over the socket as over TCP, shown in
+/// CLIENT LIST as redis-server shows them, the file's mode set, the file removed at shutdown.
+/// Compared with redis-server when it is installed.
+#[test]
+fn unixsocket_serves_clients_like_redis() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("slotgate-unixsock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut servers: Vec<(&str, Proc, std::path::PathBuf)> = Vec::new();
+    let ours = dir.join("node.sock");
+    // A stale file at the path is replaced, as redis-server does.
+    std::fs::write(&ours, b"stale").unwrap();
+    let node = start_node(&[
+        "--save",
+        "",
+        "--unixsocket",
+        ours.to_str().unwrap(),
+        "--unixsocketperm",
+        "700",
+    ]);
+    servers.push(("slotgate-node", node, ours));
+    let theirs = dir.join("redis.sock");
+    if let Some(redis) = start_redis(&[
+        "--save",
+        "",
+        "--unixsocket",
+        theirs.to_str().unwrap(),
+        "--unixsocketperm",
+        "700",
+    ]) {
+        servers.push(("redis-server", redis, theirs));
+    }
+    let mut infos = Vec::new();
+    for (name, mut proc_, path) in servers {
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700, "{name}");
+        let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = bytes::BytesMut::new();
+        assert_eq!(
+            unix_cmd(&mut s, &mut buf, &["SET", "k", "v"]),
+            Frame::Simple("OK".into())
+        );
+        assert_eq!(
+            unix_cmd(&mut s, &mut buf, &["GET", "k"]),
+            Frame::Bulk("v".into())
+        );
+        // The same data over TCP.
+        assert_eq!(
+            slotgate_tests::repl::cmd(proc_.port, &["GET", "k"]),
+            Frame::Bulk("v".into())
+        );
+        let info = text(&unix_cmd(&mut s, &mut buf, &["CLIENT", "INFO"]));
+        let field = |f: &str| {
+            info.split(' ')
+                .find_map(|kv| kv.strip_prefix(&format!("{f}=")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let p = path.to_str().unwrap();
+        assert_eq!(field("addr"), format!("{p}:0"), "{name}: {info}");
+        assert_eq!(field("laddr"), format!("{p}:0"), "{name}: {info}");
+        infos.push((name, field("flags")));
+        let got = unix_cmd(&mut s, &mut buf, &["CONFIG", "GET", "unixsocketperm"]);
+        assert_eq!(
+            got,
+            Frame::Array(vec![
+                Frame::Bulk("unixsocketperm".into()),
+                Frame::Bulk("700".into())
+            ]),
+            "{name}"
+        );
+        // SHUTDOWN over the socket; the file goes with the server.
+        let _ = unix_cmd_closed(&mut s, &["SHUTDOWN", "NOSAVE"]);
+        let t = Instant::now();
+        while path.exists() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!path.exists(), "{name} left its socket file behind");
+        proc_.terminate(Duration::from_secs(5));
+    }
+    for (name, flags) in &infos {
+        assert_eq!(flags, "U", "{name}");
+    }
+    // A bad mode is a fatal config error, in redis-server's words.
+    let out = node_cmd(None, free_port())
+        .args(["--unixsocket", "/tmp/x.sock", "--unixsocketperm", "999"])
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("argument couldn't be parsed as an octal number"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends a command whose reply may never come (SHUTDOWN closes the connection).
+fn unix_cmd_closed(s: &mut std::os::unix::net::UnixStream, args: &[&str]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = bytes::BytesMut::new();
+    slotgate_protocol::resp::write_command(&mut out, args);
+    s.write_all(&out)
+}

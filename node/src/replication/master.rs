@@ -12,13 +12,13 @@
 use super::{ReplicaInfo, Replication};
 use crate::db::{Entry, Key, Locked};
 use crate::server::Server;
+use crate::stream::{ReadHalf as OwnedReadHalf, WriteHalf as OwnedWriteHalf};
 use bytes::{Bytes, BytesMut};
 use slotgate_protocol::resp::{Limits, Parsed, RequestParser};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// A consistent copy of the keyspace, taken at one stream offset.
 pub struct Snapshot {
