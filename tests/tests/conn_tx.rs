@@ -214,6 +214,8 @@ fn client_subcommands() {
         "{info}"
     );
     assert!(info.contains(" name=alpha ") && info.contains("lib-name=mylib lib-ver=1.2"));
+    // The running command, as Redis shows it.
+    assert!(info.contains(" cmd=client|info "), "{info}");
     assert!(info.ends_with('\n'));
     // The start-up probe's connection may still be closing on the server: wait for it to go.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -538,6 +538,8 @@ pub fn run<'a>(
             &mut own
         }
     };
+    // CLIENT LIST shows the command a client is running (its own CLIENT LIST too), as Redis.
+    *client.handle.last_cmd.lock() = spec.name;
     let dirty_before = ks.dirty;
     let notify = server.notify_flags.load(Ordering::Relaxed);
     ks.notify = notify;
@@ -566,6 +568,10 @@ pub fn run<'a>(
     };
     let outcome = handler(&mut ctx);
     let rewrite = ctx.rewrite.take();
+    if spec.name == "exec" {
+        // The queued commands showed themselves while they ran; EXEC is the last command.
+        *client.handle.last_cmd.lock() = spec.name;
+    }
     let dirty = ks.dirty - dirty_before;
     // Replication: lazily expired keys first (their DELs), then the command or its rewrite,
     // all while the keys' shards are still locked so the stream keeps execution order.
@@ -619,7 +625,6 @@ pub fn run<'a>(
     if !spec.has_flag(flags::SKIP_SLOWLOG) {
         server.record_command(spec.name, micros, failed, args, &client.handle);
     }
-    *client.handle.last_cmd.lock() = spec.name;
     if client.reply_mode == ReplyMode::Skipping || client.reply_mode == ReplyMode::Off {
         out.buf.truncate(buf_before);
     }
