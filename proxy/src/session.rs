@@ -2,8 +2,9 @@
 //! (MULTI/EXEC/DISCARD/WATCH/UNWATCH pinned to the owner of the first key's slot), blocking
 //! commands (BLPOP & co. wait on their own connection so they never stall the shared pipelines),
 //! and pub/sub (SUBSCRIBE/PSUBSCRIBE on one connection to one node, since PUBLISH reaches every
-//! node; SSUBSCRIBE on one connection per slot owner; all re-established after a failure, a
-//! slot migration or a failover without disconnecting the client).
+//! node; SSUBSCRIBE on one connection per slot owner; keyspace notifications, which each node
+//! publishes for its own keys, on every master; all re-established after a failure, a slot
+//! migration or a failover without disconnecting the client).
 
 use crate::client::ClientState;
 use crate::pool::{dial, roundtrip};
@@ -600,6 +601,12 @@ enum Kind {
     Other,
 }
 
+/// A keyspace-notification channel or pattern (`__keyspace@<db>__:...`, `__keyevent@...`,
+/// `__key*__:*`): published by each node for its own keys only.
+fn is_keyspace(name: &[u8]) -> bool {
+    name.starts_with(b"__key")
+}
+
 fn classify(f: &Bytes) -> Kind {
     // Fast path for messages, the bulk of the traffic.
     if f.len() > 16 && (f[0] == b'*' || f[0] == b'>') {
@@ -718,6 +725,10 @@ struct PubSub<'a> {
     classic_lost: Option<(Instant, Option<Arc<str>>)>,
     /// Shard links by node address.
     shard: std::collections::HashMap<Arc<str>, Link>,
+    /// Links to every other master carrying the client's keyspace-notification subscriptions
+    /// (`__keyspace@...`, `__keyevent@...`): Redis publishes those on the node that holds the
+    /// key only, so one node would show a fraction of them.
+    mirrors: std::collections::HashMap<Arc<str>, Link>,
     channels: std::collections::BTreeSet<Bytes>,
     patterns: std::collections::BTreeSet<Bytes>,
     schannels: std::collections::BTreeMap<Bytes, Place>,
@@ -822,7 +833,72 @@ impl PubSub<'_> {
         if self.classic.as_ref().is_some_and(|l| l.id == id) {
             return self.classic.as_mut();
         }
+        if let Some(l) = self.mirrors.values_mut().find(|l| l.id == id) {
+            return Some(l);
+        }
         self.shard.values_mut().find(|l| l.id == id)
+    }
+
+    /// The client's keyspace-notification channels and patterns (mirrored on every master).
+    fn mirrored(&self) -> (Vec<Bytes>, Vec<Bytes>) {
+        let pick = |set: &std::collections::BTreeSet<Bytes>| {
+            set.iter()
+                .filter(|n| is_keyspace(n))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        (pick(&self.channels), pick(&self.patterns))
+    }
+
+    /// Sends SUBSCRIBE `chans` and PSUBSCRIBE `pats` on link `id` and waits for their
+    /// confirmations; false when the link failed (it is then dropped).
+    async fn subscribe_on(&mut self, id: u64, chans: &[Bytes], pats: &[Bytes]) -> bool {
+        for (kind, names) in [("SUBSCRIBE", chans), ("PSUBSCRIBE", pats)] {
+            if !names.is_empty() {
+                let mut c = vec![Bytes::from_static(kind.as_bytes())];
+                c.extend(names.iter().cloned());
+                slotgate_protocol::resp::write_command(&mut self.enc, &c);
+            }
+        }
+        let data = self.enc.split();
+        if !self.send(id, &data).await {
+            return false;
+        }
+        for (kind, n) in [
+            (&b"subscribe"[..], chans.len()),
+            (b"psubscribe", pats.len()),
+        ] {
+            if n > 0 && !matches!(self.await_acks(id, kind, n).await, Ack::Done) {
+                self.link_closed(id);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Makes the mirror links match the cluster: one on each master other than the classic
+    /// link's node, subscribed to the client's keyspace channels and patterns.
+    async fn sync_mirrors(&mut self) {
+        let (chans, pats) = self.mirrored();
+        if chans.is_empty() && pats.is_empty() {
+            self.mirrors.clear();
+            return;
+        }
+        let classic = self.classic.as_ref().map(|l| l.addr.clone());
+        let mut want = self.st.router.map().masters();
+        want.retain(|m| Some(m) != classic.as_ref());
+        self.mirrors.retain(|a, _| want.contains(a));
+        for m in want {
+            if self.mirrors.contains_key(&m) {
+                continue;
+            }
+            let Ok(l) = self.open_link(m.clone()).await else {
+                continue;
+            };
+            let id = l.id;
+            self.mirrors.insert(m, l);
+            self.subscribe_on(id, &chans, &pats).await;
+        }
     }
 
     /// Sends on a link; a failed write drops the link. False when it failed.
@@ -839,6 +915,18 @@ impl PubSub<'_> {
 
     /// A link is gone: its subscriptions are marked lost (re-established by `repair`).
     fn link_closed(&mut self, id: u64) {
+        if let Some(addr) = self
+            .mirrors
+            .iter()
+            .find(|(_, l)| l.id == id)
+            .map(|(a, _)| a.clone())
+        {
+            // Opened again by the next repair (`sync_mirrors`).
+            self.mirrors.remove(&addr);
+            crate::metrics::error("pubsub_resubscribe");
+            self.st.router.schedule_refresh(None);
+            return;
+        }
         if self.classic.as_ref().is_some_and(|l| l.id == id) {
             let failed = self.classic.take().map(|l| l.addr.clone());
             crate::metrics::error("pubsub_resubscribe");
@@ -950,14 +1038,34 @@ impl PubSub<'_> {
                 }
             }
         }
+        // Keyspace notifications: the same subscription on every other master, confirmed
+        // there before the client is told (so no event of a later write is missed).
+        let local: Vec<Bytes> = names.iter().filter(|n| is_keyspace(n)).cloned().collect();
+        if !local.is_empty() {
+            let ids: Vec<u64> = self.mirrors.values().map(|l| l.id).collect();
+            let (c, p) = if pattern {
+                (&[][..], &local[..])
+            } else {
+                (&local[..], &[][..])
+            };
+            for id in ids {
+                self.subscribe_on(id, c, p).await;
+            }
+        }
         // Lost links are re-established with every subscription by `repair`.
+        let mut counts = Vec::with_capacity(names.len());
         for n in names {
             if pattern {
                 self.patterns.insert(n.clone());
             } else {
                 self.channels.insert(n.clone());
             }
-            let c = self.classic_count();
+            counts.push(self.classic_count());
+        }
+        if !local.is_empty() {
+            self.sync_mirrors().await;
+        }
+        for (n, c) in names.iter().zip(counts) {
             self.conf(kind, Some(n), c);
         }
     }
@@ -996,6 +1104,18 @@ impl PubSub<'_> {
                 }
             }
         }
+        // Mirrors drop them too (their confirmations are ignored when they arrive).
+        let local: Vec<Bytes> = targets.iter().filter(|n| is_keyspace(n)).cloned().collect();
+        if !local.is_empty() {
+            let mut cmd = vec![Bytes::from_static(kind.as_bytes())];
+            cmd.extend(local.iter().cloned());
+            slotgate_protocol::resp::write_command(&mut self.enc, &cmd);
+            let data = self.enc.split();
+            let ids: Vec<u64> = self.mirrors.values().map(|l| l.id).collect();
+            for id in ids {
+                self.send(id, &data).await;
+            }
+        }
         for t in &targets {
             if pattern {
                 self.patterns.remove(t);
@@ -1004,6 +1124,9 @@ impl PubSub<'_> {
             }
             let c = self.classic_count();
             self.conf(kind, Some(t), c);
+        }
+        if !local.is_empty() && self.mirrored() == (Vec::new(), Vec::new()) {
+            self.mirrors.clear();
         }
         if self.classic_count() == 0 {
             self.classic = None;
@@ -1212,6 +1335,10 @@ impl PubSub<'_> {
                 return Err(std::io::ErrorKind::NotConnected.into());
             }
         }
+        // Keyspace mirrors follow the masters (failovers, nodes added or removed).
+        if !self.mirrors.is_empty() || self.mirrored() != (Vec::new(), Vec::new()) {
+            self.sync_mirrors().await;
+        }
         if self.schannels.is_empty() {
             return Ok(());
         }
@@ -1393,6 +1520,7 @@ pub async fn pubsub(
         classic: None,
         classic_lost: None,
         shard: Default::default(),
+        mirrors: Default::default(),
         channels: Default::default(),
         patterns: Default::default(),
         schannels: Default::default(),

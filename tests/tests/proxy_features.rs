@@ -390,6 +390,66 @@ fn thousand_messages(proxy_port: u16) {
     );
 }
 
+/// Keyspace notifications are published by the node holding the key only: a subscriber
+/// through the proxy gets those of every master (the proxy subscribes on each), once each.
+fn keyspace_notifications(proxy_port: u16, node_ports: &[u16]) {
+    for &port in node_ports {
+        let mut n = Raw::connect(port);
+        assert_eq!(
+            n.cmd(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]),
+            simple("OK")
+        );
+    }
+    let mut pat = Raw::connect(proxy_port);
+    send_read(&mut pat, &["PSUBSCRIBE", "__keyevent@0__:*"], 1);
+    let mut chan = Raw::connect(proxy_port);
+    send_read(&mut chan, &["SUBSCRIBE", "__keyevent@0__:del"], 1);
+    let mut w = Raw::connect(proxy_port);
+    // Keys spread over every master's slots.
+    let keys: Vec<String> = (0..30).map(|i| format!("ks:{i}")).collect();
+    for k in &keys {
+        assert_eq!(w.cmd(&["SET", k, "v"]), simple("OK"));
+    }
+    for k in &keys {
+        assert_eq!(w.cmd(&["DEL", k]), int(1));
+    }
+    let event = |f: Frame| -> (String, String) {
+        let Frame::Array(v) = f else {
+            panic!("not a message: {f:?}")
+        };
+        let s = |f: &Frame| match f {
+            Frame::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("{other:?}"),
+        };
+        (s(&v[v.len() - 2]), s(&v[v.len() - 1]))
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..2 * keys.len() {
+        let (channel, key) = event(pat.read().expect("keyspace event"));
+        assert!(seen.insert((channel, key)), "duplicate event");
+    }
+    for k in &keys {
+        assert!(
+            seen.contains(&("__keyevent@0__:set".to_string(), k.clone())),
+            "{k}"
+        );
+        assert!(
+            seen.contains(&("__keyevent@0__:del".to_string(), k.clone())),
+            "{k}"
+        );
+    }
+    let dels: std::collections::BTreeSet<String> = (0..keys.len())
+        .map(|_| event(chan.read().expect("del event")).1)
+        .collect();
+    assert_eq!(dels.len(), keys.len());
+    for s in [&mut pat, &mut chan] {
+        assert_eq!(try_read(s, Duration::from_millis(300)), None, "extra event");
+    }
+    for &port in node_ports {
+        Raw::connect(port).cmd(&["CONFIG", "SET", "notify-keyspace-events", ""]);
+    }
+}
+
 fn run(kind: Kind) {
     let Some(cluster) = cluster(kind, 3, 1) else {
         return;
@@ -413,6 +473,7 @@ fn run(kind: Kind) {
     let mut r = Raw::connect(replica_proxy.port);
     wait_replicas_config(&mut p, &mut r, &mut d, &ports);
     thousand_messages(proxy.port);
+    keyspace_notifications(proxy.port, &ports);
     println!(
         "{kind:?}: features checked in {:.1}s",
         t.elapsed().as_secs_f64()
