@@ -280,15 +280,15 @@ pub static DIRECTIVES: &[Directive] = &[
         "hash-max-listpack-entries",
         ["hash-max-ziplist-entries"],
         Kind::Int(0, MAXI),
-        "128",
-        false
+        "512",
+        true
     ),
     d!(
         "hash-max-listpack-value",
         ["hash-max-ziplist-value"],
         Kind::Int(0, MAXI),
         "64",
-        false
+        true
     ),
     d!(
         "list-max-listpack-size",
@@ -297,19 +297,219 @@ pub static DIRECTIVES: &[Directive] = &[
         "-2",
         false
     ),
-    d!("set-max-intset-entries", Kind::Int(0, MAXI), "512", false),
+    d!("set-max-intset-entries", Kind::Int(0, MAXI), "512", true),
     d!(
         "zset-max-listpack-entries",
         ["zset-max-ziplist-entries"],
         Kind::Int(0, MAXI),
         "128",
-        false
+        true
     ),
     d!(
         "zset-max-listpack-value",
         ["zset-max-ziplist-value"],
         Kind::Int(0, MAXI),
         "64",
+        true
+    ),
+    // The rest of redis-server 7.0's directives (CONFIG GET * lists the same names), so any
+    // redis.conf it accepts loads here (Debian's default one included); not acted on.
+    d!("tls-prefer-server-ciphers", YESNO, "no", false),
+    d!("replica-announced", YESNO, "yes", false),
+    d!("aof-disable-auto-gc", YESNO, "no", false),
+    d!("syslog-enabled", YESNO, "no", false),
+    d!("tls-cluster", YESNO, "no", false),
+    d!("rdb-save-incremental-fsync", YESNO, "yes", false),
+    d!("aof-timestamp-enabled", YESNO, "no", false),
+    d!("repl-disable-tcp-nodelay", YESNO, "no", false),
+    d!("rdb-del-sync-files", YESNO, "no", false),
+    d!("crash-memcheck-enabled", YESNO, "yes", false),
+    d!("crash-log-enabled", YESNO, "yes", false),
+    d!("aof-rewrite-incremental-fsync", YESNO, "yes", false),
+    d!("lazyfree-lazy-user-flush", YESNO, "no", false),
+    d!("replica-ignore-disk-write-errors", YESNO, "no", false),
+    d!("disable-thp", YESNO, "yes", false),
+    d!("jemalloc-bg-thread", YESNO, "yes", false),
+    d!("tls-replication", YESNO, "no", false),
+    d!("aof-load-truncated", YESNO, "yes", false),
+    d!("activedefrag", YESNO, "no", false),
+    d!("io-threads-do-reads", YESNO, "no", false),
+    d!("tls-session-caching", YESNO, "yes", false),
+    d!("latency-tracking", YESNO, "yes", false),
+    d!("dynamic-hz", YESNO, "yes", false),
+    d!("cluster-allow-pubsubshard-when-down", YESNO, "yes", false),
+    d!(
+        "active-defrag-threshold-upper",
+        Kind::Int(0, 1000),
+        "100",
+        false
+    ),
+    d!("acllog-max-len", Kind::Int(0, MAXI), "128", false),
+    d!(
+        "active-defrag-threshold-lower",
+        Kind::Int(0, 1000),
+        "10",
+        false
+    ),
+    d!(
+        "active-defrag-max-scan-fields",
+        Kind::Int(1, MAXI),
+        "1000",
+        false
+    ),
+    d!("active-defrag-cycle-max", Kind::Int(1, 99), "25", false),
+    d!("active-defrag-cycle-min", Kind::Int(1, 99), "1", false),
+    d!(
+        "shutdown-timeout",
+        Kind::Int(0, i32::MAX as i64),
+        "10",
+        false
+    ),
+    d!(
+        "repl-diskless-sync-max-replicas",
+        Kind::Int(0, i32::MAX as i64),
+        "0",
+        false
+    ),
+    d!("active-expire-effort", Kind::Int(1, 10), "1", false),
+    d!(
+        "list-compress-depth",
+        Kind::Int(0, i32::MAX as i64),
+        "0",
+        false
+    ),
+    d!("socket-mark-id", Kind::Int(0, u32::MAX as i64), "0", false),
+    d!("tls-port", Kind::Int(0, 65535), "0", false),
+    d!("stream-node-max-entries", Kind::Int(0, MAXI), "100", false),
+    d!("repl-backlog-ttl", Kind::Int(0, MAXI), "3600", false),
+    d!(
+        "tracking-table-max-keys",
+        Kind::Int(0, MAXI),
+        "1000000",
+        false
+    ),
+    d!(
+        "tls-session-cache-timeout",
+        Kind::Int(0, MAXI),
+        "300",
+        false
+    ),
+    d!("tls-session-cache-size", Kind::Int(0, MAXI), "20480", false),
+    d!("cluster-announce-tls-port", Kind::Int(0, 65535), "0", false),
+    d!("cluster-link-sendbuf-limit", Kind::Memory, "0", false),
+    d!("hll-sparse-max-bytes", Kind::Memory, "3000", false),
+    d!(
+        "active-defrag-ignore-bytes",
+        Kind::Memory,
+        "104857600",
+        false
+    ),
+    d!("stream-node-max-bytes", Kind::Memory, "4096", false),
+    d!("tls-ciphers", Kind::Str, "", false),
+    d!("bgsave_cpulist", Kind::Str, "", false),
+    d!("bio_cpulist", Kind::Str, "", false),
+    d!("tls-client-cert-file", Kind::Str, "", false),
+    d!("tls-ca-cert-dir", Kind::Str, "", false),
+    d!("tls-key-file-pass", Kind::Str, "", false),
+    d!("bind-source-addr", Kind::Str, "", false),
+    d!("shutdown-on-sigint", Kind::Str, "default", false),
+    d!("tls-ca-cert-file", Kind::Str, "", false),
+    d!("aclfile", Kind::Str, "", false),
+    d!("tls-key-file", Kind::Str, "", false),
+    d!("maxmemory-clients", Kind::Str, "0", false),
+    d!("tls-client-key-file-pass", Kind::Str, "", false),
+    d!(
+        "proc-title-template",
+        Kind::Str,
+        "{title} {listen-addr} {server-mode}",
+        false
+    ),
+    d!("tls-cert-file", Kind::Str, "", false),
+    d!("tls-client-key-file", Kind::Str, "", false),
+    d!("tls-protocols", Kind::Str, "", false),
+    d!("tls-dh-params-file", Kind::Str, "", false),
+    d!("ignore-warnings", Kind::Str, "", false),
+    d!("shutdown-on-sigterm", Kind::Str, "default", false),
+    d!("tls-ciphersuites", Kind::Str, "", false),
+    d!("syslog-ident", Kind::Str, "redis", false),
+    d!("aof_rewrite_cpulist", Kind::Str, "", false),
+    d!("server_cpulist", Kind::Str, "", false),
+    d!(
+        "propagation-error-behavior",
+        Kind::Enum(&["ignore", "panic", "panic-on-replicas"]),
+        "ignore",
+        false
+    ),
+    d!(
+        "acl-pubsub-default",
+        Kind::Enum(&["allchannels", "resetchannels"]),
+        "resetchannels",
+        false
+    ),
+    d!(
+        "repl-diskless-load",
+        Kind::Enum(&["disabled", "on-empty-db", "swapdb"]),
+        "disabled",
+        false
+    ),
+    d!(
+        "syslog-facility",
+        Kind::Enum(&[
+            "user", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"
+        ]),
+        "local0",
+        false
+    ),
+    d!(
+        "cluster-preferred-endpoint-type",
+        Kind::Enum(&["ip", "hostname", "unknown-endpoint"]),
+        "ip",
+        false
+    ),
+    d!(
+        "oom-score-adj",
+        Kind::Enum(&["no", "yes", "relative", "absolute"]),
+        "no",
+        false
+    ),
+    d!(
+        "sanitize-dump-payload",
+        Kind::Enum(&["no", "yes", "clients"]),
+        "no",
+        false
+    ),
+    d!(
+        "tls-auth-clients",
+        Kind::Enum(&["no", "yes", "optional"]),
+        "yes",
+        false
+    ),
+    d!("oom-score-adj-values", Kind::Multi, "0 200 800", false),
+    d!(
+        "latency-tracking-info-percentiles",
+        Kind::Multi,
+        "50 99 99.9",
+        false
+    ),
+    d!(
+        "replica-lazy-flush",
+        ["slave-lazy-flush"],
+        YESNO,
+        "no",
+        false
+    ),
+    d!(
+        "replica-announce-ip",
+        ["slave-announce-ip"],
+        Kind::Str,
+        "",
+        false
+    ),
+    d!(
+        "replica-announce-port",
+        ["slave-announce-port"],
+        Kind::Int(0, 65535),
+        "0",
         false
     ),
 ];
@@ -578,7 +778,9 @@ impl Config {
             if d.name == "cluster-enabled" && v == "yes" && !self.get("replicaof").is_empty() {
                 return Err(err("replicaof directive not allowed in cluster mode".into()));
             }
-            if !d.acted_on {
+            // A directive left at its default loses nothing by not being acted on: only the
+            // others are worth the start-up warning.
+            if !d.acted_on && v != d.default {
                 self.note_ignored(d.name);
             }
             self.values.insert(d.name, v);

@@ -136,6 +136,8 @@ pub struct Server {
     pub slowlog_threshold: std::sync::atomic::AtomicI64,
     /// Cached `notify-keyspace-events` classes ([`crate::notify`]; 0 when nothing is published).
     pub notify_flags: std::sync::atomic::AtomicU32,
+    /// Cached compact-encoding thresholds (`hash-max-listpack-entries` & co.).
+    pub compact: crate::value::CompactLimits,
     /// SLOWLOG.
     pub slowlog: Mutex<SlowLog>,
     /// 40-hex run id.
@@ -228,6 +230,7 @@ impl Server {
             cmdstats: (0..STRIPES).map(|_| Mutex::new(BTreeMap::new())).collect(),
             slowlog_threshold: std::sync::atomic::AtomicI64::new(slowlog_threshold),
             notify_flags: std::sync::atomic::AtomicU32::new(0),
+            compact: Default::default(),
             slowlog: Mutex::new(SlowLog::default()),
             run_id: random_hex40(),
             started: Instant::now(),
@@ -363,6 +366,16 @@ impl Server {
             Ordering::Relaxed,
         );
         self.evict.configure(&c);
+        let compact = &self.compact;
+        for (slot, name) in [
+            (&compact.hash_entries, "hash-max-listpack-entries"),
+            (&compact.hash_value, "hash-max-listpack-value"),
+            (&compact.zset_entries, "zset-max-listpack-entries"),
+            (&compact.zset_value, "zset-max-listpack-value"),
+            (&compact.intset_entries, "set-max-intset-entries"),
+        ] {
+            slot.store(c.get_int(name).max(0) as usize, Ordering::Relaxed);
+        }
         let access = &self.ks.access;
         access.lfu.store(
             c.get("maxmemory-policy").ends_with("-lfu"),

@@ -6,6 +6,7 @@
 use crate::ranked::Ranked;
 use std::cmp::Ordering;
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicUsize;
 
 /// An owned element (list item, hash field/value, set or sorted-set member).
 pub type Elem = Box<[u8]>;
@@ -23,14 +24,68 @@ pub type Member = std::sync::Arc<[u8]>;
 /// The member → score map of a sorted set (no positional access needed).
 pub type ScoreMap = hashbrown::HashMap<Member, f64>;
 
-/// Up to this many fields a hash keeps its fields in insertion order when one is removed,
-/// as Redis's listpack encoding does (removal shifts; O(n) only while n is this small).
-pub const ORDERED_FIELDS: usize = 128;
+/// The sizes up to which Redis keeps a collection in its compact encoding (listpack, intset):
+/// `hash-max-listpack-entries/value`, `zset-max-listpack-entries/value`,
+/// `set-max-intset-entries`. They decide OBJECT ENCODING, whether HSCAN/SSCAN/ZSCAN return the
+/// whole collection at once, and whether a hash keeps its field order on removal.
+#[derive(Debug)]
+pub struct CompactLimits {
+    /// hash-max-listpack-entries
+    pub hash_entries: AtomicUsize,
+    /// hash-max-listpack-value
+    pub hash_value: AtomicUsize,
+    /// zset-max-listpack-entries
+    pub zset_entries: AtomicUsize,
+    /// zset-max-listpack-value
+    pub zset_value: AtomicUsize,
+    /// set-max-intset-entries
+    pub intset_entries: AtomicUsize,
+}
 
-/// Removes `field` from a hash: order-preserving while the hash is small (Redis's listpack
-/// order), O(1) swap otherwise (Redis's hashtable order is arbitrary too).
-pub fn remove_field(h: &mut Map<Elem, Elem>, field: &[u8]) -> Option<Elem> {
-    if h.len() <= ORDERED_FIELDS {
+impl Default for CompactLimits {
+    fn default() -> Self {
+        // redis-server 7.0's defaults.
+        CompactLimits {
+            hash_entries: AtomicUsize::new(512),
+            hash_value: AtomicUsize::new(64),
+            zset_entries: AtomicUsize::new(128),
+            zset_value: AtomicUsize::new(64),
+            intset_entries: AtomicUsize::new(512),
+        }
+    }
+}
+
+impl CompactLimits {
+    fn get(a: &AtomicUsize) -> usize {
+        a.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// True when Redis would hold this hash as a listpack.
+    pub fn hash_compact(&self, h: &Map<Elem, Elem>) -> bool {
+        let max = Self::get(&self.hash_value);
+        h.len() <= Self::get(&self.hash_entries)
+            && h.iter().all(|(k, v)| k.len() <= max && v.len() <= max)
+    }
+
+    /// True when Redis would hold this set as an intset.
+    pub fn set_intset(&self, s: &Set<Elem>) -> bool {
+        s.len() <= Self::get(&self.intset_entries)
+            && s.iter()
+                .all(|m| m.len() <= 20 && slotgate_protocol::resp::parse_i64(m).is_some())
+    }
+
+    /// True when Redis would hold this sorted set as a listpack.
+    pub fn zset_compact(&self, z: &ZSet) -> bool {
+        let max = Self::get(&self.zset_value);
+        z.len() <= Self::get(&self.zset_entries) && z.iter().all(|(m, _)| m.len() <= max)
+    }
+}
+
+/// Removes `field` from a hash: order-preserving while the hash has at most `ordered` fields
+/// (Redis's listpack order; removal shifts, O(n) only while n is that small), O(1) swap
+/// otherwise (Redis's hashtable order is arbitrary too).
+pub fn remove_field(h: &mut Map<Elem, Elem>, field: &[u8], ordered: usize) -> Option<Elem> {
+    if h.len() <= ordered {
         h.shift_remove(field)
     } else {
         h.swap_remove(field)
@@ -135,8 +190,8 @@ impl Value {
         }
     }
 
-    /// The encoding OBJECT ENCODING reports (Redis 7.0 thresholds, computed from the content).
-    pub fn encoding(&self) -> &'static str {
+    /// The encoding OBJECT ENCODING reports (by `limits`, computed from the content).
+    pub fn encoding(&self, limits: &CompactLimits) -> &'static str {
         match self {
             Value::Str(s) => {
                 if s.len() <= 20 && slotgate_protocol::resp::parse_i64(s).is_some() {
@@ -150,24 +205,21 @@ impl Value {
             // Redis 7.0 reports every list as a quicklist (listpack lists came in 7.2).
             Value::List(_) => "quicklist",
             Value::Hash(h) => {
-                if h.len() <= 128 && h.iter().all(|(k, v)| k.len() <= 64 && v.len() <= 64) {
+                if limits.hash_compact(h) {
                     "listpack"
                 } else {
                     "hashtable"
                 }
             }
             Value::Set(s) => {
-                if s.len() <= 512
-                    && s.iter()
-                        .all(|m| m.len() <= 20 && slotgate_protocol::resp::parse_i64(m).is_some())
-                {
+                if limits.set_intset(s) {
                     "intset"
                 } else {
                     "hashtable"
                 }
             }
             Value::ZSet(z) => {
-                if z.len() <= 128 && z.iter().all(|(m, _)| m.len() <= 64) {
+                if limits.zset_compact(z) {
                     "listpack"
                 } else {
                     "skiplist"

@@ -1469,3 +1469,125 @@ fn unix_cmd_closed(s: &mut std::os::unix::net::UnixStream, args: &[&str]) -> std
     slotgate_protocol::resp::write_command(&mut out, args);
     s.write_all(&out)
 }
+
+/// Every directive redis-server 7.0 knows is known here (CONFIG GET * lists the same names),
+/// and the redis.conf Debian's package installs loads as it is.
+#[test]
+fn every_redis_directive_is_known_and_debian_redis_conf_loads() {
+    let Some(redis) = start_redis(&["--save", ""]) else {
+        return;
+    };
+    let node = start_node(&["--save", ""]);
+    let names = |port: u16| -> std::collections::BTreeSet<String> {
+        let Frame::Array(v) = Raw::connect(port).cmd(&["CONFIG", "GET", "*"]) else {
+            panic!("CONFIG GET *")
+        };
+        v.chunks(2).map(|kv| text(&kv[0])).collect()
+    };
+    let ours = names(node.port);
+    let missing: Vec<String> = names(redis.port).difference(&ours).cloned().collect();
+    assert!(missing.is_empty(), "unknown here: {missing:?}");
+    let conf = std::path::Path::new("/etc/redis/redis.conf");
+    if !conf.exists() {
+        assert!(
+            !in_ci(),
+            "redis-server's package installs {}",
+            conf.display()
+        );
+        println!("skipped: no {}", conf.display());
+        return;
+    }
+    let p = start_on_free_port(|port| {
+        let dir =
+            std::env::temp_dir().join(format!("slotgate-debconf-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(dir.join("stdout.log")).unwrap();
+        let log2 = log.try_clone().unwrap();
+        // Only what must differ on a test machine is overridden (supervised: no systemd here).
+        let child = node_cmd(Some(conf), port)
+            .args([
+                "--daemonize",
+                "no",
+                "--supervised",
+                "no",
+                "--logfile",
+                "",
+                "--pidfile",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .unwrap();
+        Proc { child, port, dir }
+    });
+    assert_eq!(
+        Raw::connect(p.port).cmd(&["PING"]),
+        Frame::Simple("PONG".into())
+    );
+    assert!(
+        p.log().contains("Ready to accept connections"),
+        "{}",
+        p.log()
+    );
+}
+
+/// OBJECT ENCODING and the SCAN family follow redis-server 7.0's compact-encoding limits
+/// (`hash-max-listpack-entries` 512, `zset-max-listpack-entries` 128,
+/// `set-max-intset-entries` 512, and the values' sizes), also after CONFIG SET.
+#[test]
+fn compact_encoding_limits_match_redis() {
+    let Some(redis) = start_redis(&["--save", ""]) else {
+        return;
+    };
+    let node = start_node(&["--save", ""]);
+    let run = |port: u16| -> Vec<String> {
+        let mut c = Raw::connect(port);
+        let mut out = Vec::new();
+        for (cfg, val) in [
+            ("", ""),
+            ("hash-max-listpack-entries", "10"),
+            ("zset-max-listpack-value", "3"),
+        ] {
+            if !cfg.is_empty() {
+                c.cmd(&["CONFIG", "SET", cfg, val]);
+            }
+            let tag = format!("{cfg}{val}");
+            for n in [5usize, 100, 200, 600] {
+                let (h, s, z) = (
+                    format!("h{tag}:{n}"),
+                    format!("s{tag}:{n}"),
+                    format!("z{tag}:{n}"),
+                );
+                for i in 0..n {
+                    c.cmd(&["HSET", &h, &format!("f{i}"), "v"]);
+                    c.cmd(&["SADD", &s, &i.to_string()]);
+                    c.cmd(&["ZADD", &z, &i.to_string(), &format!("m{i}")]);
+                }
+                for k in [&h, &s, &z] {
+                    out.push(format!("{k} {}", text(&c.cmd(&["OBJECT", "ENCODING", k]))));
+                }
+                // A compact collection comes back whole from the first SCAN call.
+                for (cmd, k) in [("HSCAN", &h), ("SSCAN", &s), ("ZSCAN", &z)] {
+                    let Frame::Array(v) = c.cmd(&[cmd, k, "0"]) else {
+                        panic!("{cmd}")
+                    };
+                    let whole = text(&v[0]) == "0";
+                    out.push(format!("{cmd} {k} whole={whole}"));
+                }
+            }
+        }
+        c.cmd(&["CONFIG", "SET", "hash-max-listpack-entries", "512"]);
+        c.cmd(&["CONFIG", "SET", "zset-max-listpack-value", "64"]);
+        out
+    };
+    let (a, b) = (run(node.port), run(redis.port));
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y);
+    }
+    assert!(
+        a.iter().any(|l| l.ends_with(" listpack")) && a.iter().any(|l| l.ends_with(" hashtable"))
+    );
+}

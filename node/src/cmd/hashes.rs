@@ -181,13 +181,18 @@ fn hdel(ctx: &mut Ctx) -> Outcome {
         return Outcome::Done;
     }
     let mut n = 0;
+    let ordered = ctx
+        .server
+        .compact
+        .hash_entries
+        .load(std::sync::atomic::Ordering::Relaxed);
     if let Some(Entry {
         value: Value::Hash(h),
         ..
     }) = ctx.ks.get_mut(key)
     {
         for f in fields {
-            n += crate::value::remove_field(h, &f[..]).is_some() as i64;
+            n += crate::value::remove_field(h, &f[..], ordered).is_some() as i64;
         }
     }
     ctx.notify(ev::HASH, "hdel", key);
@@ -343,7 +348,7 @@ fn hscan(ctx: &mut Ctx) -> Outcome {
     let Some((pattern, count)) = parse_scan_opts(&args[3..], ctx.out) else {
         return Outcome::Done;
     };
-    let compact = h.len() <= 128 && h.iter().all(|(k, v)| k.len() <= 64 && v.len() <= 64);
+    let compact = ctx.server.compact.hash_compact(h);
     let (next, batch) = if compact {
         // Redis returns a listpack-encoded hash whole, whatever the cursor.
         (0, h.iter().map(|(k, v)| (&k[..], v)).collect::<Vec<_>>())

@@ -711,14 +711,14 @@ fn object(ctx: &mut Ctx) -> Outcome {
             // Redis 7.0 always encodes lists as quicklists (listpack lists came with 7.2).
             let enc = match e.value {
                 Value::List(_) => "quicklist",
-                _ => e.value.encoding(),
+                _ => e.value.encoding(&ctx.server.compact),
             };
             ctx.out.bulk(enc.as_bytes());
         }
         b"refcount" => {
             let small_int = match &e.value {
                 Value::Str(s) => {
-                    e.value.encoding() == "int"
+                    e.value.encoding(&ctx.server.compact) == "int"
                         && parse_i64(s).is_some_and(|v| (0..SHARED_INTEGERS).contains(&v))
                 }
                 _ => false,

@@ -1636,7 +1636,7 @@ fn debug(ctx: &mut Ctx) -> Outcome {
                 None => None,
                 Some(e) => {
                     let v = &e.value;
-                    let enc = v.encoding();
+                    let enc = v.encoding(&ctx.server.compact);
                     let mut line = format!(
                         "Value at:{:p} refcount:1 encoding:{enc} serializedlength:{} lru:{} lru_seconds_idle:{}",
                         e as *const _,

@@ -560,7 +560,7 @@ fn sscan(ctx: &mut Ctx) -> Outcome {
     let Some((pattern, count)) = parse_scan_opts(&args[3..], ctx.out) else {
         return Outcome::Done;
     };
-    let intset = s.len() <= 512 && s.iter().all(|m| m.len() <= 20 && parse_i64(m).is_some());
+    let intset = ctx.server.compact.set_intset(s);
     let (next, batch) = if intset {
         // Redis returns an intset-encoded set whole, whatever the cursor.
         (0, s.iter().map(|m| (&m[..], ())).collect::<Vec<_>>())

@@ -1863,7 +1863,7 @@ fn zscan(ctx: &mut Ctx) -> Outcome {
             ctx.out.wrong_type();
             return Outcome::Done;
         }
-        Some(e) => e.value.encoding() == "listpack",
+        Some(e) => e.value.encoding(&ctx.server.compact) == "listpack",
     };
     let mut count: i64 = 10;
     let mut pattern: Option<&[u8]> = None;
