@@ -527,6 +527,10 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            // Not about one line (a file that cannot be read): redis-server's one-line form.
+            return write!(f, "{}", self.reason);
+        }
         write!(
             f,
             "\n*** FATAL CONFIG FILE ERROR (Redis {}) ***\nReading the configuration file, at line {}\n>>> '{}'\n{}",
@@ -539,6 +543,20 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// The table name of a top-level command (case-insensitive).
+fn lookup_command_name(name: &str) -> Option<&'static str> {
+    slotgate_protocol::commands::lookup(name.as_bytes()).map(|s| s.name)
+}
+
+/// An I/O error as redis-server words it (strerror, without Rust's "(os error N)").
+fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
 
 /// Finds a directive by name or alias (case-insensitive).
 pub fn lookup(name: &str) -> Option<&'static Directive> {
@@ -657,6 +675,8 @@ pub struct Config {
     pub ignored: Vec<&'static str>,
     /// Directives set explicitly in the file or on the command line.
     pub explicit: Vec<&'static str>,
+    /// `rename-command <from> <to>` lines, lowercase, in order (`to` empty: disabled).
+    pub renames: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -669,6 +689,7 @@ impl Default for Config {
             file: None,
             ignored: Vec::new(),
             explicit: Vec::new(),
+            renames: Vec::new(),
         }
     }
 }
@@ -705,7 +726,10 @@ impl Config {
                         return Err(ConfigError {
                             line: 0,
                             text: first.clone(),
-                            reason: format!("Fatal error, can't open config file '{first}': {e}"),
+                            reason: format!(
+                                "Fatal error, can't open config file '{first}': {}",
+                                io_reason(&e)
+                            ),
                         })
                     }
                 }
@@ -743,7 +767,78 @@ impl Config {
         Ok(cfg)
     }
 
+    /// `include <path>` (a glob in the file name loads every match, in name order), as
+    /// redis-server: the file's lines apply at that point; a file that cannot be read is fatal.
+    fn include(&mut self, path: &str, depth: usize) -> Result<(), ConfigError> {
+        if depth > 16 {
+            return Err(ConfigError {
+                line: 0,
+                text: path.to_string(),
+                reason: format!("Fatal error, too many nested includes at '{path}'"),
+            });
+        }
+        let cant_open = |p: &str, e: std::io::Error| ConfigError {
+            line: 0,
+            text: p.to_string(),
+            reason: format!(
+                "Fatal error, can't open config file '{p}': {}",
+                io_reason(&e)
+            ),
+        };
+        let p = std::path::Path::new(path);
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let files: Vec<PathBuf> = if name.contains(['*', '?', '[']) {
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| cant_open(path, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        crate::glob::glob_match(name.as_bytes(), n.as_bytes(), false)
+                    })
+                })
+                .collect();
+            found.sort();
+            found
+        } else {
+            vec![p.to_path_buf()]
+        };
+        for f in files {
+            let text =
+                std::fs::read_to_string(&f).map_err(|e| cant_open(&f.to_string_lossy(), e))?;
+            self.load_lines(&text, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    /// `user <name> <rules...>`: only the `default` user exists here; its password rules
+    /// (`>pw`, `nopass`, `resetpass`) set `requirepass`, as they would in Redis. Other users
+    /// cannot be created (no ACL), so a line naming one is accepted with a warning.
+    fn user_rules(&mut self, user: &str, rules: &[String]) -> Result<(), String> {
+        if user != "default" {
+            self.note_ignored("user");
+            return Ok(());
+        }
+        for r in rules {
+            if let Some(pw) = r.strip_prefix('>') {
+                self.values.insert("requirepass", pw.to_string());
+            } else if r == "nopass" || r == "resetpass" {
+                self.values.insert("requirepass", String::new());
+            } else if r == "off" {
+                return Err("slotgate-node cannot disable the default user (no ACL)".into());
+            }
+        }
+        Ok(())
+    }
+
     fn load_text(&mut self, text: &str) -> Result<(), ConfigError> {
+        self.load_lines(text, 0)
+    }
+
+    fn load_lines(&mut self, text: &str, depth: usize) -> Result<(), ConfigError> {
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -760,13 +855,35 @@ impl Config {
                 continue;
             };
             let lname = name.to_ascii_lowercase();
-            if lname == "include"
-                || lname == "rename-command"
-                || lname == "user"
-                || lname == "loadmodule"
-            {
-                self.note_ignored("include");
-                continue;
+            match (lname.as_str(), vals) {
+                ("include", [path]) => {
+                    self.include(path, depth)?;
+                    continue;
+                }
+                ("rename-command", [from, to]) => {
+                    if lookup_command_name(from).is_none() {
+                        return Err(err("No such command in rename-command".into()));
+                    }
+                    self.renames
+                        .push((from.to_ascii_lowercase(), to.to_ascii_lowercase()));
+                    continue;
+                }
+                ("user", [user, rules @ ..]) => {
+                    self.user_rules(user, rules).map_err(err)?;
+                    continue;
+                }
+                ("loadmodule", [path, ..]) => {
+                    // Modules cannot be loaded here: fail as redis-server does when one does
+                    // not load, rather than start without the commands it would add.
+                    return Err(ConfigError {
+                        line: 0,
+                        text: raw.to_string(),
+                        reason: format!(
+                            "Module {path} failed to load: slotgate-node does not load Redis modules\nCan't load module from {path}: server aborting"
+                        ),
+                    });
+                }
+                _ => {}
             }
             let Some(d) = lookup(&lname) else {
                 return Err(err("Bad directive or wrong number of arguments".into()));

@@ -156,6 +156,9 @@ pub struct Server {
     pub port: AtomicU64,
     /// Command handlers.
     pub registry: crate::cmd::Registry,
+    /// `rename-command`: the names clients must use instead (lowercase) → the command's own
+    /// name, and the renamed or disabled originals → None. Empty in most deployments.
+    pub renames: hashbrown::HashMap<Vec<u8>, Option<&'static str>>,
     /// Clients in MONITOR mode.
     pub monitors: Mutex<Vec<Arc<ClientHandle>>>,
     /// Number of MONITOR clients.
@@ -190,6 +193,16 @@ pub fn random_hex40() -> String {
 impl Server {
     /// Builds the server state from a configuration.
     pub fn new(config: Config) -> anyhow::Result<Server> {
+        let mut renames = hashbrown::HashMap::new();
+        for (from, _) in &config.renames {
+            renames.insert(from.as_bytes().to_vec(), None);
+        }
+        for (from, to) in &config.renames {
+            let name = slotgate_protocol::commands::lookup(from.as_bytes()).map(|s| s.name);
+            if let (false, Some(name)) = (to.is_empty(), name) {
+                renames.insert(to.as_bytes().to_vec(), Some(name));
+            }
+        }
         let log = Logger::new(
             config.get("logfile"),
             Level::from_name(config.get("loglevel")),
@@ -240,6 +253,7 @@ impl Server {
             active_expire: AtomicBool::new(true),
             port: AtomicU64::new(0),
             registry: crate::cmd::Registry::new(),
+            renames,
             monitors: Mutex::new(Vec::new()),
             monitor_count: AtomicU64::new(0),
             auth_required: AtomicBool::new(auth),

@@ -1591,3 +1591,121 @@ fn compact_encoding_limits_match_redis() {
         a.iter().any(|l| l.ends_with(" listpack")) && a.iter().any(|l| l.ends_with(" hashtable"))
     );
 }
+
+/// Starts `bin` with the config file `conf` first and `--port`/`--dir` after it.
+fn start_with_conf(bin: &std::path::Path, conf: &std::path::Path, dir: &std::path::Path) -> Proc {
+    start_on_free_port(|port| {
+        let d = dir.join(format!("run-{port}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let log = std::fs::File::create(d.join("stdout.log")).unwrap();
+        let log2 = log.try_clone().unwrap();
+        let child = std::process::Command::new(bin)
+            .arg(conf)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&d)
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .unwrap();
+        Proc {
+            child,
+            port,
+            dir: d,
+        }
+    })
+}
+
+/// `include` (with a glob, in name order), `rename-command` (renamed and disabled commands)
+/// and the `default` user's password given as an ACL `user` line work as in redis-server, and
+/// what redis-server refuses to start with (a missing include, a module, renaming an unknown
+/// command) stops slotgate-node too.
+#[test]
+fn include_rename_command_and_default_user_like_redis() {
+    let dir = std::env::temp_dir().join(format!("slotgate-include-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+    std::fs::write(
+        dir.join("conf.d/10-a.conf"),
+        "maxclients 77\nuser default on >frominclude ~* &* +@all\n",
+    )
+    .unwrap();
+    // Later files win: name order.
+    std::fs::write(dir.join("conf.d/20-b.conf"), "maxclients 88\n").unwrap();
+    let conf = dir.join("main.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "include {}/conf.d/*.conf\nrename-command CONFIG myconfig\nrename-command FLUSHALL \"\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut bins = vec![("slotgate-node", our_bin("slotgate-node"))];
+    if let Some(redis) = require_peer("redis-server") {
+        bins.push(("redis-server", redis));
+    }
+    let mut transcripts = Vec::new();
+    for (name, bin) in &bins {
+        let p = start_with_conf(bin, &conf, &dir);
+        let mut c = Raw::connect(p.port);
+        let mut t = Vec::new();
+        for cmd in [
+            vec!["PING"],
+            vec!["AUTH", "frominclude"],
+            vec!["MYCONFIG", "GET", "maxclients"],
+            vec!["CONFIG", "GET", "maxclients"],
+            vec!["FLUSHALL"],
+            vec!["MULTI"],
+            vec!["FLUSHALL"],
+            vec!["EXEC"],
+            vec!["myconfig", "get", "maxclients"],
+        ] {
+            t.push(format!("{:?} -> {:?}", cmd, c.cmd(&cmd)));
+        }
+        transcripts.push((name, t));
+    }
+    let (_, ours) = &transcripts[0];
+    assert!(ours[1].ends_with("Simple(b\"OK\")"), "{ours:?}");
+    assert!(ours[2].contains("88"), "{ours:?}");
+    for (name, theirs) in &transcripts[1..] {
+        for (a, b) in ours.iter().zip(theirs) {
+            assert_eq!(a, b, "differs from {name}");
+        }
+    }
+    // Refused at start, as redis-server refuses.
+    for (text, expect) in [
+        (
+            "include /nonexistent/x.conf\n",
+            "can't open config file '/nonexistent/x.conf'",
+        ),
+        (
+            "loadmodule /nonexistent/m.so\n",
+            "Module /nonexistent/m.so failed to load",
+        ),
+        (
+            "rename-command NOSUCHCMD x\n",
+            "No such command in rename-command",
+        ),
+    ] {
+        let bad = dir.join("bad.conf");
+        std::fs::write(&bad, text).unwrap();
+        let out = std::process::Command::new(our_bin("slotgate-node"))
+            .arg(&bad)
+            .args(["--port", &free_port().to_string()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text}");
+        let all = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(all.contains(expect), "{text}: {all}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

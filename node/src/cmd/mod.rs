@@ -231,6 +231,28 @@ fn trunc(b: &[u8]) -> String {
 
 /// Outcome of [`dispatch`] plus whether the command was a write (for propagation).
 pub fn dispatch(server: &Server, client: &mut Client, out: &mut Reply, args: &[Bytes]) -> Outcome {
+    // rename-command: a renamed or disabled command is unknown under its own name; its new
+    // name runs it.
+    let renamed: Vec<Bytes>;
+    let args = match server.renames.is_empty() {
+        true => args,
+        false => match server.renames.get(&args[0].to_ascii_lowercase()[..]) {
+            None => args,
+            Some(None) => {
+                if client.multi.is_some() {
+                    client.multi_error = true;
+                }
+                unknown_command(out, args);
+                return Outcome::Done;
+            }
+            Some(Some(name)) => {
+                renamed = std::iter::once(Bytes::from_static(name.as_bytes()))
+                    .chain(args[1..].iter().cloned())
+                    .collect();
+                &renamed[..]
+            }
+        },
+    };
     let Some(spec) = commands::resolve(args) else {
         if client.multi.is_some() {
             client.multi_error = true;
