@@ -175,18 +175,27 @@ fn set_keepalive(sock: &tokio::net::TcpStream, secs: i64) {
     }
 }
 
+/// `maxclients`: true (the refusal counted in rejected_connections) when no other client may
+/// connect now.
+fn over_maxclients(server: &Server) -> bool {
+    let max = server.config.read().get_int("maxclients").max(1) as usize;
+    if server.clients.lock().len() >= max {
+        server
+            .stats
+            .rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return true;
+    }
+    false
+}
+
 /// Accepts the clients of the `unixsocket` listener (served on this worker; protected mode
 /// does not apply to them, as in Redis).
 async fn unix_accept_loop(server: Arc<Server>, listener: tokio::net::UnixListener, path: String) {
     loop {
         match listener.accept().await {
             Ok((sock, _)) => {
-                let max = server.config.read().get_int("maxclients").max(1) as usize;
-                if server.clients.lock().len() >= max {
-                    server
-                        .stats
-                        .rejected
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if over_maxclients(&server) {
                     if let Ok(sock) = sock.into_std() {
                         use std::io::Write;
                         let _ = (&sock).write_all(b"-ERR max number of clients reached\r\n");
@@ -217,12 +226,7 @@ async fn accept_loop(server: Arc<Server>, w: usize, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
-                let max = server.config.read().get_int("maxclients").max(1) as usize;
-                if server.clients.lock().len() >= max {
-                    server
-                        .stats
-                        .rejected
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if over_maxclients(&server) {
                     slotgate_iopool::refuse(sock, b"-ERR max number of clients reached\r\n");
                     continue;
                 }
