@@ -463,9 +463,12 @@ fn replica_migrates_to_an_orphaned_master() {
         return;
     }
     let bin = our_bin("slotgate-node");
-    let mut c = TestCluster::start(&bin, 3, 1, 1000, &[]);
+    // 2 s node timeout: with 1 s, failure reports (valid for two timeouts) could expire on a
+    // loaded 2-core CI machine before a majority marked the killed replica FAIL, so the
+    // orphan was never seen as one.
+    let mut c = TestCluster::start(&bin, 3, 1, 2000, &[]);
     // A second replica for master 0.
-    let extra = Node::spawn(&bin, 1000, &[]);
+    let extra = Node::spawn(&bin, 2000, &[]);
     let (ok, out) = redis_cli(&[
         "--cluster",
         "add-node",
@@ -500,14 +503,27 @@ fn replica_migrates_to_an_orphaned_master() {
         .collect();
     donors.sort();
     let mover = donors[0].clone();
-    let took = wait_for(
-        "a replica of master 0 migrates to master 1",
-        Duration::from_secs(30),
-        || {
-            c.live()
-                .all(|n| n.view().iter().any(|l| l.id == mover && l.master == m1))
-        },
-    );
+    let migrated = || {
+        c.live()
+            .all(|n| n.view().iter().any(|l| l.id == mover && l.master == m1))
+    };
+    let t = Instant::now();
+    while !migrated() && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !migrated() {
+        // What each node saw, for the CI log.
+        for n in c.live() {
+            eprintln!("--- view of {}:\n{:#?}", n.port, n.view());
+        }
+        let log: Vec<String> = c
+            .live()
+            .filter(|n| n.myid() == mover)
+            .map(|n| n.log())
+            .collect();
+        panic!("timed out after 60s: a replica of master 0 migrates to master 1\nmover's log:\n{log:?}");
+    }
+    let took = t.elapsed();
     eprintln!("replica migration done {took:?} after the orphan's replica was killed");
     let idx = c
         .nodes
